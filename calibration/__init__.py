@@ -1,0 +1,1 @@
+"""roadeye calibration package."""

@@ -1,0 +1,1 @@
+"""roadeye edge package."""

@@ -1,0 +1,1 @@
+"""roadeye edge/detectors package."""

@@ -1,0 +1,1 @@
+"""roadeye models/synth package."""
