@@ -1,0 +1,355 @@
+"""Validate, verify and store one MQTT message: the collector's logic without the transport.
+
+Split in two so the collector can group-commit: `prepare` is pure CPU work plus a cached
+device-key lookup (parse, schema, topic, signature, evidence hashes); `commit` writes the
+evidence bytes first (durably), then every event/dead-letter/heartbeat row of a batch in one
+transaction. Only after `commit` returns may the caller acknowledge the messages.
+
+Every input problem becomes a dead-letter row (reason + raw bytes), never an exception;
+exceptions mean infrastructure trouble (database or evidence store down) and the caller
+must not acknowledge, so the broker redelivers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from edge.event import (
+    MAX_MESSAGE_BYTES,
+    EventMessage,
+    EvidenceError,
+    Heartbeat,
+    SchemaError,
+    ViolationEvent,
+    describe_validation_error,
+    parse_topic,
+)
+from server.db.engine import Database
+from server.db.models import (
+    CameraHealthRow,
+    DeadLetter,
+    Device,
+    DeviceHealth,
+    EventRow,
+    EventStatus,
+    EvidenceRow,
+)
+from server.evidence_store import EvidenceStore
+
+log = logging.getLogger(__name__)
+
+MAX_HEARTBEAT_BYTES = 64 * 1024
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    DEAD_LETTER = "dead_letter"
+    HEARTBEAT = "heartbeat"
+    STATUS = "status"
+    IGNORED = "ignored"
+
+
+@dataclass
+class Prepared:
+    """A message after validation; `reason` set means it goes to the dead-letter table."""
+
+    topic: str
+    payload: bytes
+    kind: str  # "event" | "heartbeat" | "status" | "dead" | "ignore"
+    reason: str | None = None
+    event: ViolationEvent | None = None
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    heartbeat: Heartbeat | None = None
+    status: str | None = None
+    site_id: str | None = None
+    device_id: str | None = None
+
+
+@dataclass
+class _Key:
+    public_key: Ed25519PublicKey | None
+    site_id: str | None
+    active: bool
+    loaded: float
+
+
+class DeviceKeys:
+    """Registered device keys, cached briefly so each message does not hit the database."""
+
+    def __init__(self, db: Database, ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._cache: dict[str, _Key] = {}
+        self._lock = threading.Lock()
+
+    def get(self, device_id: str) -> _Key | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(device_id)
+        if hit is not None and now - hit.loaded < self.ttl_s:
+            return hit
+        with self.db.session() as s:
+            dev = s.get(Device, device_id)
+            if dev is None:
+                with self._lock:
+                    self._cache.pop(device_id, None)
+                return None
+            try:
+                key = load_pem_public_key(dev.public_key_pem.encode())
+                pub = key if isinstance(key, Ed25519PublicKey) else None
+            except ValueError:
+                pub = None
+            entry = _Key(pub, dev.site_id, dev.active, now)
+        with self._lock:
+            self._cache[device_id] = entry
+        return entry
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+class Ingestor:
+    def __init__(self, db: Database, store: EvidenceStore, max_bytes: int = MAX_MESSAGE_BYTES,
+                 key_ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.store = store
+        self.max_bytes = max_bytes
+        self.keys = DeviceKeys(db, key_ttl_s)
+
+    # -- validation (no writes) ---------------------------------------------------------
+    def prepare(self, topic: str, payload: bytes) -> Prepared:
+        try:
+            site, ident, kind = parse_topic(topic)
+        except ValueError as exc:
+            return Prepared(topic, payload, "dead", reason=str(exc))
+        if kind == "events":
+            return self._prepare_event(topic, payload, site, ident)
+        if kind == "heartbeat":
+            return self._prepare_heartbeat(topic, payload, site, ident)
+        return self._prepare_status(topic, payload, site, ident)
+
+    def _prepare_event(self, topic: str, payload: bytes, site: str, camera: str) -> Prepared:
+        def dead(reason: str) -> Prepared:
+            return Prepared(topic, payload, "dead", reason=reason)
+
+        try:
+            msg = EventMessage.from_bytes(payload, max_bytes=self.max_bytes)
+        except SchemaError as exc:
+            return dead(f"schema: {exc}")
+        ev = msg.event
+        if (ev.site_id, ev.camera_id) != (site, camera):
+            return dead(f"topic: topic names {site}/{camera} but the event is from "
+                        f"{ev.site_id}/{ev.camera_id}")
+        if ev.signature is None:
+            return dead("signature: event is not signed")
+        if ev.signature.key_id != ev.device_id:
+            return dead(f"signature: key_id {ev.signature.key_id!r} is not the device {ev.device_id!r}")
+        key = self.keys.get(ev.device_id)
+        if key is None:
+            return dead(f"device: {ev.device_id!r} is not registered")
+        if not key.active:
+            return dead(f"device: {ev.device_id!r} is deactivated")
+        if key.public_key is None:
+            return dead(f"device: {ev.device_id!r} has no usable Ed25519 public key")
+        if key.site_id and key.site_id != ev.site_id:
+            return dead(f"device: {ev.device_id!r} is registered at site {key.site_id!r}, "
+                        f"event claims {ev.site_id!r}")
+        if not ev.verify(key.public_key):
+            return dead(f"signature: invalid signature by {ev.device_id!r}")
+        try:
+            blobs = msg.blobs()
+        except EvidenceError as exc:
+            return dead(f"evidence: {exc}")
+        return Prepared(topic, payload, "event", event=ev, blobs=blobs, site_id=site,
+                        device_id=ev.device_id)
+
+    def _prepare_heartbeat(self, topic: str, payload: bytes, site: str, device: str) -> Prepared:
+        if len(payload) > MAX_HEARTBEAT_BYTES:
+            return Prepared(topic, payload, "dead",
+                            reason=f"heartbeat: {len(payload)} bytes, limit {MAX_HEARTBEAT_BYTES}")
+        try:
+            hb = Heartbeat.model_validate_json(payload)
+        except ValidationError as exc:
+            return Prepared(topic, payload, "dead", reason=f"heartbeat: {describe_validation_error(exc)}")
+        if (hb.site_id, hb.device_id) != (site, device):
+            return Prepared(topic, payload, "dead", reason=f"heartbeat: topic names {site}/{device} "
+                            f"but the heartbeat is from {hb.site_id}/{hb.device_id}")
+        return Prepared(topic, payload, "heartbeat", heartbeat=hb, site_id=site, device_id=device)
+
+    def _prepare_status(self, topic: str, payload: bytes, site: str, device: str) -> Prepared:
+        if not payload:
+            return Prepared(topic, payload, "ignore")  # a retained status being cleared
+        text = payload[:256].decode("utf-8", "replace").strip()
+        status: Any = text
+        if text.startswith("{"):
+            try:
+                status = json.loads(text).get("status")
+            except (json.JSONDecodeError, AttributeError):
+                status = None
+        if not isinstance(status, str) or status not in ("online", "offline"):
+            return Prepared(topic, payload, "dead",
+                            reason=f"status: expected online/offline, got {text!r:.60}")
+        return Prepared(topic, payload, "status", status=status, site_id=site, device_id=device)
+
+    # -- storage --------------------------------------------------------------------------
+    def commit(self, batch: list[Prepared]) -> list[Outcome]:
+        """Store a batch: evidence first, then all rows in one transaction.
+
+        Raises on infrastructure errors (nothing may be acknowledged then). A unique-key
+        race with another collector falls back to one transaction per message.
+        """
+        for p in batch:
+            if p.kind == "event" and p.event is not None:
+                types = {e.sha256: e.content_type for e in p.event.evidence}
+                for sha, data in p.blobs.items():
+                    self.store.put(sha, data, types[sha])
+        try:
+            with self.db.session() as s:
+                return self._write(s, batch)
+        except IntegrityError:
+            log.info("unique-key race in a batch of %d; storing one by one", len(batch))
+        out: list[Outcome] = []
+        for p in batch:
+            try:
+                with self.db.session() as s:
+                    out += self._write(s, [p])
+            except IntegrityError:
+                out.append(Outcome.DUPLICATE)
+        return out
+
+    def ingest(self, topic: str, payload: bytes) -> Outcome:
+        return self.commit([self.prepare(topic, payload)])[0]
+
+    def _write(self, s: Session, batch: list[Prepared]) -> list[Outcome]:
+        ids = [p.event.event_id for p in batch if p.kind == "event" and p.event is not None]
+        existing: dict[str, str] = {}
+        if ids:
+            rows = s.execute(select(EventRow.event_id, EventRow.event_json).where(EventRow.event_id.in_(ids)))
+            existing = {r[0]: r[1] for r in rows}
+        now = datetime.now(UTC)
+        out: list[Outcome] = []
+        for p in batch:
+            if p.kind == "event" and p.event is not None:
+                ev = p.event
+                body = ev.to_json().decode()
+                if ev.event_id in existing:
+                    if existing[ev.event_id] == body:
+                        out.append(Outcome.DUPLICATE)
+                    else:
+                        s.add(_dead(p.topic, p.payload, f"duplicate: event_id {ev.event_id} already stored "
+                                    "with different content", now))
+                        out.append(Outcome.DEAD_LETTER)
+                    continue
+                s.add(event_row(ev, body, now))
+                existing[ev.event_id] = body
+                out.append(Outcome.STORED)
+            elif p.kind == "heartbeat" and p.heartbeat is not None:
+                _store_heartbeat(s, p.heartbeat, now)
+                out.append(Outcome.HEARTBEAT)
+            elif p.kind == "status" and p.device_id and p.site_id and p.status:
+                h = s.get(DeviceHealth, p.device_id) or DeviceHealth(device_id=p.device_id, site_id=p.site_id)
+                h.status, h.status_at, h.site_id = p.status, now, p.site_id
+                s.add(h)
+                out.append(Outcome.STATUS)
+            elif p.kind == "ignore":
+                out.append(Outcome.IGNORED)
+            else:
+                s.add(_dead(p.topic, p.payload, p.reason or "invalid", now))
+                out.append(Outcome.DEAD_LETTER)
+            s.flush()
+        return out
+
+
+def event_row(ev: ViolationEvent, body: str, now: datetime) -> EventRow:
+    row = EventRow(
+        event_id=ev.event_id,
+        schema_version=ev.schema_version,
+        violation=ev.violation.value,
+        site_id=ev.site_id,
+        camera_id=ev.camera_id,
+        device_id=ev.device_id,
+        captured_at=ev.captured_at,
+        received_at=now,
+        track_id=ev.track_id,
+        frame_seq=ev.frame_seq,
+        vehicle_class=ev.vehicle.cls,
+        plate_text=ev.plate.text if ev.plate else None,
+        plate_confidence=ev.plate.confidence if ev.plate else None,
+        confidence=ev.confidence,
+        clock_synchronized=ev.clock.synchronized,
+        status=EventStatus.PENDING.value,
+        event_json=body,
+    )
+    row.evidence = [
+        EvidenceRow(
+            sha256=e.sha256, position=i, kind=e.kind.value, content_type=e.content_type, size=e.size,
+            width=e.width, height=e.height, boxes=[b.model_dump(mode="json") for b in e.boxes],
+        )
+        for i, e in enumerate(ev.evidence)
+    ]
+    return row
+
+
+MAX_DEAD_LETTER_BYTES = MAX_MESSAGE_BYTES
+
+
+def _dead(topic: str, payload: bytes, reason: str, now: datetime) -> DeadLetter:
+    kept = payload[:MAX_DEAD_LETTER_BYTES]
+    if len(kept) < len(payload):
+        reason += f" (payload truncated to {len(kept)} of {len(payload)} bytes)"
+    return DeadLetter(received_at=now, topic=topic[:256], reason=reason[:4000], size=len(payload),
+                      payload=kept)
+
+
+def _store_heartbeat(s: Session, hb: Heartbeat, now: datetime) -> None:
+    h = s.get(DeviceHealth, hb.device_id)
+    if h is None:
+        h = DeviceHealth(device_id=hb.device_id, site_id=hb.site_id)
+        s.add(h)
+    elif h.sent_at is not None and h.sent_at > _utc(hb.sent_at):
+        return  # an older heartbeat redelivered late: keep the newer state
+    h.site_id = hb.site_id
+    h.last_heartbeat_at = now
+    h.sent_at = _utc(hb.sent_at)
+    h.uptime_s = hb.uptime_s
+    h.clock_source = hb.clock.source.value
+    h.clock_synchronized = hb.clock.synchronized
+    h.clock_offset_ms = hb.clock.offset_ms
+    h.outbox_depth = hb.outbox_depth
+    h.outbox_bytes = hb.outbox_bytes
+    h.outbox_alarm = hb.outbox_alarm
+    for cam_id, cam in hb.cameras.items():
+        c = s.get(CameraHealthRow, (hb.device_id, cam_id))
+        if c is None:
+            c = CameraHealthRow(device_id=hb.device_id, camera_id=cam_id)
+            s.add(c)
+        c.site_id = hb.site_id
+        c.connected = cam.connected
+        c.fps_in = cam.fps_in
+        c.fps_analysed = cam.fps_analysed
+        c.frames_dropped = cam.frames_dropped
+        c.reconnects = cam.reconnects
+        c.last_frame_at = _utc(cam.last_frame_at) if cam.last_frame_at else None
+        c.events_emitted = cam.events_emitted
+        c.updated_at = now
+
+
+def _utc(t: datetime) -> datetime:
+    """Heartbeat times without a zone are taken as UTC (the edge always sends UTC)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
