@@ -30,11 +30,12 @@ import uuid6
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
-    field_serializer,
     field_validator,
     model_validator,
 )
@@ -52,6 +53,21 @@ Identifier = Annotated[
 ]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex SHA-256")]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def _to_utc_ms(v: datetime) -> datetime:
+    if v.tzinfo is None or v.utcoffset() is None:
+        raise ValueError("time must carry a time zone (UTC)")
+    v = v.astimezone(UTC)
+    return v.replace(microsecond=(v.microsecond // 1000) * 1000)
+
+
+def _fmt_utc_ms(v: datetime) -> str:
+    return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
+
+
+#: Timezone-aware instant, normalised to UTC with millisecond precision, "...T05:41:00.123Z" on the wire.
+UtcMillis = Annotated[datetime, AfterValidator(_to_utc_ms), PlainSerializer(_fmt_utc_ms, return_type=str)]
 
 
 class ViolationType(StrEnum):
@@ -199,7 +215,7 @@ class ViolationEvent(_Frozen):
     site_id: Identifier
     camera_id: Identifier
     device_id: Identifier
-    captured_at: datetime = Field(description="UTC capture time of the overview frame (ms precision).")
+    captured_at: UtcMillis = Field(description="UTC capture time of the overview frame (ms precision).")
     clock: ClockSync
     frame_seq: int = Field(ge=0, description="Sequence number of the overview frame in its stream.")
     track_id: int = Field(ge=0)
@@ -223,18 +239,6 @@ class ViolationEvent(_Frozen):
         if u.version != 7 or str(u) != v:
             raise ValueError(f"event_id must be a lower-case canonical UUIDv7, got {v!r}")
         return v
-
-    @field_validator("captured_at")
-    @classmethod
-    def _utc_ms(cls, v: datetime) -> datetime:
-        if v.tzinfo is None or v.utcoffset() is None:
-            raise ValueError("captured_at must carry a time zone (UTC)")
-        v = v.astimezone(UTC)
-        return v.replace(microsecond=(v.microsecond // 1000) * 1000)
-
-    @field_serializer("captured_at")
-    def _ser_time(self, v: datetime) -> str:
-        return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
 
     @model_validator(mode="after")
     def _consistent(self) -> ViolationEvent:
@@ -343,18 +347,13 @@ class Heartbeat(_Frozen):
     schema_version: Literal[1] = 1
     device_id: Identifier
     site_id: Identifier
-    sent_at: datetime
+    sent_at: UtcMillis
     uptime_s: float = Field(ge=0)
     clock: ClockSync
     outbox_depth: int = Field(ge=0)
     outbox_bytes: int = Field(ge=0)
     outbox_alarm: bool = False
     cameras: dict[Identifier, CameraHealth] = Field(default_factory=dict)
-
-    @field_serializer("sent_at")
-    def _ser_time(self, v: datetime) -> str:
-        v = v.astimezone(UTC)
-        return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
 
 
 class CameraHealth(_Frozen):
@@ -363,7 +362,7 @@ class CameraHealth(_Frozen):
     fps_analysed: float = Field(ge=0)
     frames_dropped: int = Field(ge=0)
     reconnects: int = Field(ge=0)
-    last_frame_at: datetime | None = None
+    last_frame_at: UtcMillis | None = None
     events_emitted: int = Field(ge=0, default=0)
 
 
