@@ -152,3 +152,26 @@ def test_rtsp_served_clip_reads_over_tcp(tmp_path: Path, rtsp_server_factory) ->
     cap.release()
     assert len(frames) >= 15
     assert frames[0].shape == (240, 320, 3)
+
+
+def test_mosquitto_acl_limits_a_device_to_its_own_topics(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    acl = "user dev1\ntopic write roadeye/v1/site1/cam1/#\n\nuser collector\ntopic read roadeye/v1/#\n"
+    broker = broker_factory(passwords={"dev1": "pw1", "collector": "pw2"}, acl=acl)
+    got: list[str] = []
+    sub = _client("acl-collector")
+    sub.username_pw_set("collector", "pw2")
+    sub.on_message = lambda c, u, m: got.append(m.topic)
+    _connect(sub, broker)
+    sub.subscribe("roadeye/v1/#", qos=1)
+    time.sleep(0.3)
+    dev = _client("acl-dev1")
+    dev.username_pw_set("dev1", "pw1")
+    _connect(dev, broker)
+    dev.publish("roadeye/v1/site1/cam1/events", b"own", qos=1).wait_for_publish(5)
+    # MQTT 5: mosquitto answers a denied QoS 1 publish with a PUBACK reason code, delivering nothing.
+    dev.publish("roadeye/v1/site2/cam9/events", b"forged", qos=1).wait_for_publish(5)
+    time.sleep(0.5)
+    for c in (dev, sub):
+        c.disconnect()
+        c.loop_stop()
+    assert got == ["roadeye/v1/site1/cam1/events"]
