@@ -1,0 +1,214 @@
+"""MQTT 5 collector: receive -> validate -> store evidence -> store event -> acknowledge.
+
+Design points:
+- persistent session (clean_start=False + SessionExpiryInterval) under a stable client id,
+  so messages published while the collector is down wait in the broker;
+- shared subscription `$share/<group>/...` so N collectors split the stream;
+- paho's manual acknowledgement: a PUBACK goes out only after `Ingestor.commit` returned,
+  i.e. after the evidence files were fsync'd and the database transaction committed. A
+  crash before that makes the broker redeliver, and `event_id` idempotency absorbs it;
+- a worker thread group-commits up to `batch_max` messages (one fsync'd transaction for
+  many events), which is what keeps ingest near the broker's raw rate;
+- acknowledgements carry the connection generation: a message id from a previous
+  connection is never acknowledged on a new one (the broker redelivers those itself);
+- storage errors (database down) -> no ack, retry the same batch with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge.event import TOPIC_ROOT
+from server.config import CollectorSettings, MqttSettings
+from server.db.engine import Database
+from server.evidence_store import EvidenceStore
+from server.ingest import Ingestor, Outcome, Prepared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Msg:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+def subscriptions(group: str) -> list[tuple[str, SubscribeOptions]]:
+    qos1 = SubscribeOptions(qos=1)
+    return [
+        (f"$share/{group}/{TOPIC_ROOT}/+/+/events", qos1),
+        (f"$share/{group}/{TOPIC_ROOT}/+/+/heartbeat", qos1),
+        # status is retained; shared subscriptions get no retained messages, so not shared
+        (f"{TOPIC_ROOT}/+/+/status", qos1),
+    ]
+
+
+class Collector:
+    def __init__(self, db: Database, store: EvidenceStore, mqtt_settings: MqttSettings,
+                 settings: CollectorSettings | None = None) -> None:
+        self.db = db
+        self.mqtt = mqtt_settings
+        self.settings = settings or CollectorSettings()  # type: ignore[call-arg]
+        self.ingestor = Ingestor(db, store, max_bytes=self.settings.max_message_bytes)
+        self.stats: Counter[str] = Counter()
+        self._queue: queue.Queue[_Msg] = queue.Queue()
+        self._generation = 0
+        self._gen_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.client = self._make_client()
+
+    # -- MQTT ------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        m = self.mqtt
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.resolved_client_id(),
+                        protocol=mqtt.MQTTv5, manual_ack=True)
+        if m.username:
+            c.username_pw_set(m.username, m.password)
+        if m.tls_ca:
+            c.tls_set(ca_certs=str(m.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.mqtt.session_expiry_s
+        props.ReceiveMaximum = self.mqtt.receive_maximum
+        return props
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused connection: %s", reason)
+            return
+        with self._gen_lock:
+            self._generation += 1
+        log.info("connected to %s:%d (session present: %s)", self.mqtt.host, self.mqtt.port,
+                 flags.session_present)
+        # Subscribing again on a resumed session is harmless and covers a changed group.
+        client.subscribe(subscriptions(self.mqtt.group))
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+        with self._gen_lock:
+            self._generation += 1
+        if not self._stop.is_set():
+            log.warning("disconnected from broker (%s); paho reconnects", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(_Msg(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+
+    # -- worker ----------------------------------------------------------------------------
+    def _next_batch(self) -> list[_Msg]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.batch_linger_s
+        while len(batch) < self.settings.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
+        return batch
+
+    def process(self, batch: list[_Msg]) -> list[Outcome]:
+        """Validate and store a batch, retrying storage errors until stopped; then ack."""
+        delay = 0.5
+        while True:
+            try:
+                prepared: list[Prepared] = [self.ingestor.prepare(m.topic, m.payload) for m in batch]
+                outcomes = self.ingestor.commit(prepared)
+                break
+            except Exception as exc:  # storage or database down: do not ack, retry
+                self.stats["storage_errors"] += 1
+                log.error("storing %d message(s) failed, retrying in %.1fs: %s", len(batch), delay, exc)
+                if self._stop.wait(delay):
+                    return []
+                delay = min(delay * 2, self.settings.retry_max_s)
+        for o in outcomes:
+            self.stats[o.value] += 1
+        for m, o in zip(batch, outcomes, strict=True):
+            if o == Outcome.DEAD_LETTER:
+                log.warning("dead-lettered a message on %s", m.topic)
+        self._ack(batch)
+        return outcomes
+
+    def _ack(self, batch: list[_Msg]) -> None:
+        with self._gen_lock:
+            gen = self._generation
+        for m in batch:
+            if m.qos == 0:
+                continue
+            if m.generation != gen:
+                self.stats["ack_skipped_reconnect"] += 1
+                continue
+            self.client.ack(m.mid, m.qos)
+        self.stats["acked"] += len(batch)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if batch:
+                try:
+                    self.process(batch)
+                except Exception:  # never die on one bad batch: it stays unacked
+                    log.exception("unexpected error in the collector worker")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Collector:
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="collector-worker", daemon=True)
+        self._worker.start()
+        self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s,
+                                  clean_start=False, properties=self._connect_properties())
+        self.client.loop_start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand, then disconnect (the session stays with the broker)."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(60):
+                log.info("collector stats: %s", dict(self.stats))
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
