@@ -1,0 +1,1 @@
+"""Zones editor web page served by `roadeye calibrate zones --serve`."""

@@ -1,0 +1,268 @@
+// roadeye zones editor: polygons in full-resolution image pixels drawn over a scaled snapshot.
+"use strict";
+(function () {
+  const COLORS = { capture: "#35d46a", lane: "#3aa0ff", exclusion: "#ff4d4d" };
+  const HIT_PX = 10; // canvas pixels within which a click grabs an existing point
+  const canvas = document.getElementById("canvas");
+  const ctx = canvas.getContext("2d");
+  const statusEl = document.getElementById("status");
+  const img = new Image();
+  let imageSize = [0, 0];
+  let scale = 1;
+  let zones = []; // {kind, name, points: [[x, y], ...]} in image pixels
+  let active = -1;
+  let drag = null; // {zone, index}
+  let dirty = false;
+
+  function setStatus(text, cls) {
+    statusEl.textContent = text;
+    statusEl.className = cls || "";
+  }
+  function markDirty() {
+    dirty = true;
+    setStatus("unsaved changes", "dirty");
+  }
+
+  function fromState(z) {
+    const out = [];
+    if (z.capture) out.push({ kind: "capture", name: "capture", points: z.capture });
+    for (const [name, pts] of Object.entries(z.lanes || {})) out.push({ kind: "lane", name, points: pts });
+    (z.exclusion || []).forEach((pts, i) => out.push({ kind: "exclusion", name: "exclusion " + (i + 1), points: pts }));
+    return out;
+  }
+  function toBody() {
+    const body = { capture: null, lanes: {}, exclusion: [] };
+    for (const z of zones) {
+      if (z.points.length === 0) continue;
+      const pts = z.points.map((p) => [Math.round(p[0] * 10) / 10, Math.round(p[1] * 10) / 10]);
+      if (z.kind === "capture") body.capture = pts;
+      else if (z.kind === "lane") body.lanes[z.name] = pts;
+      else body.exclusion.push(pts);
+    }
+    return body;
+  }
+
+  function layout() {
+    const stage = document.getElementById("stage");
+    const avail = Math.max(200, stage.clientWidth - 16);
+    scale = Math.min(1, avail / imageSize[0]);
+    canvas.width = Math.round(imageSize[0] * scale);
+    canvas.height = Math.round(imageSize[1] * scale);
+    draw();
+  }
+
+  function draw() {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    if (img.complete && img.naturalWidth) ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+    zones.forEach((z, zi) => {
+      const col = COLORS[z.kind];
+      const on = zi === active;
+      if (z.points.length) {
+        ctx.beginPath();
+        z.points.forEach((p, i) => (i ? ctx.lineTo(p[0] * scale, p[1] * scale) : ctx.moveTo(p[0] * scale, p[1] * scale)));
+        if (z.points.length >= 3) {
+          ctx.closePath();
+          ctx.globalAlpha = on ? 0.25 : 0.12;
+          ctx.fillStyle = col;
+          ctx.fill();
+          ctx.globalAlpha = 1;
+        }
+        ctx.lineWidth = on ? 3 : 2;
+        ctx.strokeStyle = col;
+        ctx.stroke();
+        z.points.forEach((p, i) => {
+          ctx.beginPath();
+          ctx.arc(p[0] * scale, p[1] * scale, on ? 6 : 4, 0, 2 * Math.PI);
+          ctx.fillStyle = on ? "#fff" : col;
+          ctx.fill();
+          ctx.strokeStyle = col;
+          ctx.lineWidth = 2;
+          ctx.stroke();
+          if (on) {
+            ctx.fillStyle = "#fff";
+            ctx.font = "12px DejaVu Sans, sans-serif";
+            ctx.fillText(String(i + 1), p[0] * scale + 8, p[1] * scale - 8);
+          }
+        });
+        const cx = z.points.reduce((a, p) => a + p[0], 0) / z.points.length * scale;
+        const cy = z.points.reduce((a, p) => a + p[1], 0) / z.points.length * scale;
+        ctx.font = "bold 14px DejaVu Sans, sans-serif";
+        ctx.lineWidth = 3;
+        ctx.strokeStyle = "#000";
+        ctx.strokeText(z.name, cx, cy);
+        ctx.fillStyle = col;
+        ctx.fillText(z.name, cx, cy);
+      }
+    });
+    renderList();
+  }
+
+  function renderList() {
+    const ul = document.getElementById("zone-list");
+    ul.innerHTML = "";
+    zones.forEach((z, zi) => {
+      const li = document.createElement("li");
+      li.className = z.kind + (zi === active ? " active" : "");
+      li.dataset.index = String(zi);
+      li.textContent = z.name + " (" + z.points.length + " pts)";
+      li.addEventListener("click", () => { active = zi; draw(); });
+      ul.appendChild(li);
+    });
+    if (!zones.length) {
+      const li = document.createElement("li");
+      li.textContent = "none yet: click the image to start the capture zone";
+      ul.appendChild(li);
+    }
+  }
+
+  function eventPoint(ev) {
+    const r = canvas.getBoundingClientRect();
+    const cx = (ev.clientX - r.left) * (canvas.width / r.width);
+    const cy = (ev.clientY - r.top) * (canvas.height / r.height);
+    return [cx, cy];
+  }
+  function toImage(c) {
+    const x = Math.min(imageSize[0], Math.max(0, c[0] / scale));
+    const y = Math.min(imageSize[1], Math.max(0, c[1] / scale));
+    return [x, y];
+  }
+  function hit(c) {
+    // Prefer the active zone's points, then any zone's.
+    const order = zones.map((_, i) => i).sort((a, b) => (b === active) - (a === active));
+    for (const zi of order) {
+      const pts = zones[zi].points;
+      for (let i = 0; i < pts.length; i++) {
+        if (Math.hypot(pts[i][0] * scale - c[0], pts[i][1] * scale - c[1]) <= HIT_PX) return { zone: zi, index: i };
+      }
+    }
+    return null;
+  }
+
+  canvas.addEventListener("mousedown", (ev) => {
+    if (ev.button !== 0) return;
+    const c = eventPoint(ev);
+    const h = hit(c);
+    if (h) {
+      active = h.zone;
+      drag = h;
+      draw();
+      return;
+    }
+    if (active < 0) {
+      selectCapture();
+    }
+    zones[active].points.push(toImage(c));
+    markDirty();
+    draw();
+  });
+  canvas.addEventListener("mousemove", (ev) => {
+    const c = eventPoint(ev);
+    const p = toImage(c);
+    document.getElementById("cursor").textContent = "x " + p[0].toFixed(0) + "  y " + p[1].toFixed(0);
+    if (!drag) return;
+    zones[drag.zone].points[drag.index] = p;
+    markDirty();
+    draw();
+  });
+  window.addEventListener("mouseup", () => { drag = null; });
+  canvas.addEventListener("contextmenu", (ev) => {
+    ev.preventDefault();
+    const h = hit(eventPoint(ev));
+    if (h) {
+      zones[h.zone].points.splice(h.index, 1);
+      active = h.zone;
+      markDirty();
+      draw();
+    }
+  });
+
+  function selectCapture() {
+    let i = zones.findIndex((z) => z.kind === "capture");
+    if (i < 0) {
+      zones.unshift({ kind: "capture", name: "capture", points: [] });
+      i = 0;
+    }
+    active = i;
+    draw();
+  }
+  document.getElementById("btn-capture").addEventListener("click", selectCapture);
+  document.getElementById("btn-add-lane").addEventListener("click", () => {
+    const input = document.getElementById("lane-name");
+    const name = input.value.trim();
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(name)) {
+      setStatus("lane name: letters, digits, '_', '.', '-' (max 32)", "error");
+      return;
+    }
+    const existing = zones.findIndex((z) => z.kind === "lane" && z.name === name);
+    if (existing >= 0) {
+      active = existing;
+    } else {
+      zones.push({ kind: "lane", name, points: [] });
+      active = zones.length - 1;
+    }
+    input.value = "";
+    draw();
+  });
+  document.getElementById("btn-add-exclusion").addEventListener("click", () => {
+    const n = zones.filter((z) => z.kind === "exclusion").length + 1;
+    zones.push({ kind: "exclusion", name: "exclusion " + n, points: [] });
+    active = zones.length - 1;
+    draw();
+  });
+  document.getElementById("btn-undo").addEventListener("click", () => {
+    if (active >= 0 && zones[active].points.length) {
+      zones[active].points.pop();
+      markDirty();
+      draw();
+    }
+  });
+  document.getElementById("btn-delete").addEventListener("click", () => {
+    if (active < 0) return;
+    zones.splice(active, 1);
+    let n = 0;
+    zones.forEach((z) => { if (z.kind === "exclusion") z.name = "exclusion " + (++n); });
+    active = zones.length ? 0 : -1;
+    markDirty();
+    draw();
+  });
+  document.getElementById("btn-save").addEventListener("click", async () => {
+    setStatus("saving...", "");
+    try {
+      const res = await fetch("/api/zones", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(toBody()),
+      });
+      const data = await res.json();
+      if (res.ok && data.ok) {
+        const keep = active >= 0 ? zones[active].kind + ":" + zones[active].name : null;
+        zones = fromState(data.zones);
+        active = Math.max(0, zones.findIndex((z) => z.kind + ":" + z.name === keep));
+        if (!zones.length) active = -1;
+        dirty = false;
+        setStatus("saved to " + data.camera_file, "ok");
+        draw();
+      } else {
+        setStatus("not saved: " + (data.error || res.statusText), "error");
+      }
+    } catch (e) {
+      setStatus("not saved: " + e, "error");
+    }
+  });
+  window.addEventListener("beforeunload", (ev) => { if (dirty) { ev.preventDefault(); ev.returnValue = ""; } });
+  window.addEventListener("resize", layout);
+
+  async function init() {
+    const st = await (await fetch("/api/state")).json();
+    imageSize = st.image_size;
+    document.getElementById("camera-id").textContent = st.camera_id;
+    document.getElementById("camera-file").textContent = st.camera_file + "  (" + imageSize[0] + "x" + imageSize[1] + ")";
+    zones = fromState(st.zones);
+    active = zones.length ? 0 : -1;
+    img.onload = () => { layout(); document.body.dataset.ready = "1"; };
+    img.src = "/snapshot.jpg";
+    layout();
+  }
+  window.zonesEditor = { get scale() { return scale; }, get zones() { return zones; }, get active() { return active; } };
+  init();
+})();
