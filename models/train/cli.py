@@ -1,0 +1,197 @@
+"""`roadeye models train | eval | info`: the reproducible model pipeline.
+
+train: renders data (unless --data), adds the recipe's trainable real sets, trains with
+ultralytics from models/configs/<name>.yaml (from scratch), exports ONNX with metadata into
+models/. eval: metrics through onnxruntime on the exported file, printed as JSON.
+Heavy imports (torch, ultralytics) happen inside the commands, so --help stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from models.train.common import ALL_MODELS, MODELS_DIR, REPO, YOLO_MODELS, datasets_root, load_recipe
+
+
+def _render(name: str, n: int, seed: int, out: Path) -> Path:
+    """Render a training set with the project renderer (`roadeye models render dataset`)."""
+    try:
+        from models.synth.cli import render
+    except ImportError as exc:
+        raise click.ClickException(f"the renderer (models.synth) is unavailable ({exc}); pass --data") from exc
+    args = ["dataset", "--model", name, "--n", str(n), "--seed", str(seed), "--out", str(out)]
+    click.echo(f"rendering {n} {name} images (seed {seed}) into {out}", err=True)
+    try:
+        render.main(args=args, standalone_mode=False)
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        raise click.ClickException(f"rendering failed: {exc}") from exc
+    data_yaml = out / "data.yaml"
+    if not data_yaml.is_file():
+        raise click.ClickException(f"renderer wrote no {data_yaml}")
+    return data_yaml
+
+
+@click.command("train")
+@click.argument("name", type=click.Choice(ALL_MODELS))
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs (default: the recipe's).")
+@click.option("--imgsz", type=click.IntRange(32, 1920), default=None, help="Input size (default: recipe).")
+@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: recipe).")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="YOLO data.yaml (or folder) to train on instead of fresh renders.")
+@click.option("--synth-n", type=click.IntRange(1), default=None, help="Renders to make (default: recipe).")
+@click.option("--seed", type=int, default=None, help="Render / training seed (default: recipe).")
+@click.option("--synth/--no-synth", default=True, show_default=True,
+              help="Render (or take --data) synthetic training images; --no-synth trains on real sets only.")
+@click.option("--real/--no-real", default=True, show_default=True,
+              help="Add the recipe's trainable real datasets.")
+@click.option("--datasets", "datasets_dir", type=click.Path(path_type=Path), default=None,
+              help="Real datasets root (default: $ROADEYE_DATASETS or ../shared/datasets).")
+@click.option("--hours", type=float, default=None, help="Wall-clock budget; overrides --epochs (ultralytics).")
+@click.option("--init", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Start from our own earlier checkpoint (.pt) instead of random weights.")
+@click.option("--resume", is_flag=True, help="Resume the interrupted run in --out.")
+@click.option("--quick", is_flag=True, help="Pipeline check: 1 epoch, tiny data, not installed into models/.")
+@click.option("--install/--no-install", default=None,
+              help="Copy the ONNX into models/ (default: yes, except with --quick).")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Dataloader workers.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for training.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: runs/models/<name>).")
+def train(name: str, epochs: int | None, imgsz: int | None, batch: int | None, data: Path | None,
+          synth_n: int | None, seed: int | None, synth: bool, real: bool, datasets_dir: Path | None,
+          hours: float | None, init: Path | None, resume: bool, quick: bool, install: bool | None,
+          workers: int, device: str, out_dir: Path | None) -> None:
+    """Train NAME (vehicles, plates, occupants, plate_reader) and export it to ONNX."""
+    out_dir = (out_dir or REPO / "runs" / "models" / name).resolve()
+    root = datasets_root(datasets_dir)
+    if name == "plate_reader":
+        from models.train import plate_reader
+
+        onnx_path = plate_reader.train(
+            out_dir, epochs=epochs or (1 if quick else 30), seed=seed or 0,
+            datasets_root=root if root.is_dir() else None,
+            synth_n=synth_n or (200 if quick else 20000), quick=quick)
+        if install if install is not None else not quick:
+            dest = MODELS_DIR / "plate_reader.onnx"
+            if Path(onnx_path).resolve() != dest.resolve():
+                dest.write_bytes(Path(onnx_path).read_bytes())
+            onnx_path = dest
+        click.echo(json.dumps({"model": name, "onnx": str(onnx_path)}))
+        return
+
+    from models.train.yolo_train import TrainArgs, prepare_dataset, resolve_data_yaml, train_yolo
+
+    recipe = load_recipe(name)
+    install = (not quick) if install is None else install
+    args = TrainArgs(
+        epochs=epochs or (1 if quick else recipe.epochs),
+        imgsz=imgsz or (96 if quick else recipe.imgsz),
+        batch=batch or (4 if quick else recipe.batch),
+        workers=workers, hours=hours, init=str(init) if init else None, device=device,
+        seed=seed if seed is not None else 0, cache=False if quick else "ram",
+    )
+    prepared = None
+    if not resume:
+        synth_yaml: Path | None = None
+        if data is not None:
+            synth_yaml = resolve_data_yaml(data)
+        elif synth:
+            n = synth_n or (8 if quick else recipe.synth.n)
+            synth_yaml = _render(name, n, seed if seed is not None else recipe.synth.seed, out_dir / "renders")
+        if real and not root.is_dir() and recipe.real:
+            click.echo(f"warning: datasets root {root} is absent; training without real data", err=True)
+            real = False
+        prepared = prepare_dataset(recipe, out_dir / "dataset", synth_yaml, use_real=real, real_root=root,
+                                   synth_limit=8 if quick else None)
+        click.echo(f"training set: {prepared.counts} (data_hash {prepared.data_hash[:12]})", err=True)
+    try:
+        info = train_yolo(recipe, out_dir, prepared, args, resume=resume, install=install)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({k: info[k] for k in ("model", "onnx", "data_hash", "counts", "checkpoint")},
+                          indent=2))
+
+
+@click.command("info")
+@click.option("--dir", "models_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=MODELS_DIR, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(models_dir: Path, as_json: bool) -> None:
+    """List the ONNX models in models/ with their metadata."""
+    import onnx
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(models_dir.glob("*.onnx")):
+        try:
+            m = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            rows.append({"file": path.name, "error": str(exc)})
+            continue
+        meta = {p.key: p.value for p in m.metadata_props}
+        rows.append({"file": path.name, "size_mb": round(path.stat().st_size / 2**20, 2),
+                     "roadeye_model": meta.get("roadeye_model"), "version": meta.get("version"),
+                     "task": meta.get("task"), "imgsz": meta.get("imgsz"), "names": meta.get("names"),
+                     "data_hash": meta.get("data_hash"), "opset": m.opset_import[0].version})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"no .onnx models in {models_dir}")
+        return
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['file']}: UNREADABLE ({r['error']})")
+            continue
+        missing = [k for k in ("roadeye_model", "version", "task", "imgsz", "names", "data_hash") if not r[k]]
+        click.echo(f"{r['file']}: {r['roadeye_model']} v{r['version']} task={r['task']} imgsz={r['imgsz']} "
+                   f"opset={r['opset']} {r['size_mb']} MB data_hash={str(r['data_hash'])[:12]}"
+                   + (f"  MISSING {missing}" if missing else ""))
+        click.echo(f"    names: {r['names']}")
+
+
+@click.command("eval")
+@click.argument("name", type=click.Choice(ALL_MODELS))
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Dataset: YOLO folder/data.yaml, plates-cn-scenes, plates-intl-scenes, plate crops.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="ONNX file (default: models/<name>.onnx).")
+@click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Operating threshold for precision/recall (AP uses every score).")
+@click.option("--plates-mode", type=click.Choice(["whole", "cascade"]), default="whole", show_default=True,
+              help="plates on scene images: the whole image, or vehicles -> crop -> plates.")
+@click.option("--vehicles-model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="vehicles ONNX for --plates-mode cascade (default: models/vehicles.onnx).")
+@click.option("--latency", is_flag=True, help="Also time batch-1 and batch-8 inference on these images.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate at most N images.")
+@click.option("--part", default="test", show_default=True, help="plate_reader: which part of the crop set.")
+def evaluate(name: str, data: Path, model_path: Path | None, conf: float, plates_mode: str,
+             vehicles_model: Path | None, latency: bool, limit: int | None, part: str) -> None:
+    """Evaluate an exported ONNX model on DATA through onnxruntime; prints JSON metrics."""
+    model_path = model_path or MODELS_DIR / f"{name}.onnx"
+    if not model_path.is_file():
+        raise click.ClickException(f"model file {model_path} does not exist (train it or pass --model)")
+    if name == "plate_reader":
+        from models.train import plate_reader
+
+        result = plate_reader.evaluate(model_path, data, part=part)
+    else:
+        from models.train.evaluate import evaluate_detector
+
+        try:
+            result = evaluate_detector(name, model_path, data, conf=conf, plates_mode=plates_mode,
+                                       vehicles_model=vehicles_model or MODELS_DIR / "vehicles.onnx",
+                                       latency=latency, limit=limit)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+__all__ = ["YOLO_MODELS", "evaluate", "info", "train"]

@@ -1,0 +1,198 @@
+"""Train a roadeye YOLO detector with ultralytics, export it to ONNX and stamp its metadata.
+
+Why a wrapper: training must be reproducible from one command (recipe yaml + renders + the
+trainable real sets, with a data hash), resumable on a shared 2-core CPU, and end in an ONNX
+file the edge runtime (edge.detectors.yolo) can use without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from models.train.common import MODELS_DIR, Recipe, datasets_root, setup_ultralytics
+from models.train.data import (
+    add_real_set,
+    add_yolo_split,
+    list_images,
+    manifest_hash,
+    split_dirs,
+    write_data_yaml,
+)
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17  # onnxruntime >= 1.14 and TensorRT 8.6+ run it; newer opsets buy nothing here
+
+
+@dataclass
+class PreparedData:
+    data_yaml: Path
+    data_hash: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_dataset(recipe: Recipe, out: Path, synth_yaml: Path | None, *, use_real: bool = True,
+                    real_root: Path | None = None, synth_limit: int | None = None) -> PreparedData:
+    """Build `out` as one YOLO dataset: renders (train/val) + the recipe's trainable real sets."""
+    if out.exists():
+        shutil.rmtree(out)
+    for sub in ("images/train", "labels/train", "images/val", "labels/val"):
+        (out / sub).mkdir(parents=True)
+    counts: dict[str, int] = {}
+    if synth_yaml is not None:
+        counts["synth_train"] = add_yolo_split(synth_yaml, "train", out, "train", "synth", recipe.classes,
+                                               limit=synth_limit)
+        counts["synth_val"] = add_yolo_split(synth_yaml, "val", out, "val", "synthval", recipe.classes,
+                                             limit=200)
+    if use_real:
+        for i, rs in enumerate(recipe.real):
+            counts[f"real_{rs.dataset}"] = add_real_set(recipe, i, out, real_root or datasets_root())
+    train_imgs = list_images(out / "images" / "train")
+    if not train_imgs:
+        raise ValueError(f"no training images for {recipe.name}: give --data or allow the real sets")
+    if not list_images(out / "images" / "val"):
+        # nothing held out to validate on: monitor on a few training images (we export last.pt,
+        # so this never selects the model)
+        for img in train_imgs[:16]:
+            (out / "images" / "val" / img.name).symlink_to(img.resolve())
+            shutil.copy(out / "labels" / "train" / f"{img.stem}.txt", out / "labels" / "val")
+        counts["val_from_train"] = min(16, len(train_imgs))
+    data_yaml = write_data_yaml(out, recipe.classes)
+    return PreparedData(data_yaml, manifest_hash(out), counts)
+
+
+def resolve_data_yaml(data: Path) -> Path:
+    """`--data` may be a data.yaml or a folder holding one."""
+    data = data.expanduser().resolve()
+    path = data / "data.yaml" if data.is_dir() else data
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {data}: no data.yaml there")
+    if not split_dirs(path, "train"):
+        raise ValueError(f"{path}: has no 'train' split")
+    return path
+
+
+def stamp_metadata(path: Path, *, name: str, names: dict[int, str], imgsz: tuple[int, int], version: str,
+                   data_hash: str, task: str = "detect", extra: dict[str, str] | None = None) -> None:
+    """Write roadeye's metadata_props (CONTRACTS.md): names (JSON), imgsz, version, task, data_hash."""
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({
+        "names": json.dumps({str(k): v for k, v in names.items()}, ensure_ascii=False),
+        "imgsz": json.dumps(list(imgsz)),
+        "version": version,
+        "task": task,
+        "data_hash": data_hash,
+        "roadeye_model": name,
+        **(extra or {}),
+    })
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.save(model, str(path))
+
+
+def export_onnx(weights: Path, dest: Path, *, name: str, names: dict[int, str], imgsz: int, data_hash: str,
+                version: str | None = None, extra: dict[str, str] | None = None) -> Path:
+    """Export ultralytics weights to an NMS-free ONNX ([B, 300, 6], dynamic batch) at `dest`."""
+    setup_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    out = Path(model.export(format="onnx", imgsz=imgsz, dynamic=True, nms=False, opset=ONNX_OPSET,
+                            simplify=True, device="cpu", verbose=False))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != dest.resolve():
+        shutil.copy(out, dest)
+    version = version or datetime.now(UTC).strftime("%Y.%m.%d.%H%M")
+    stamp_metadata(dest, name=name, names=names, imgsz=(imgsz, imgsz), version=version,
+                   data_hash=data_hash, extra=extra)
+    return dest
+
+
+@dataclass
+class TrainArgs:
+    epochs: int
+    imgsz: int
+    batch: int
+    workers: int = 0
+    hours: float | None = None
+    init: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    cache: str | bool = "ram"
+
+
+def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, args: TrainArgs, *,
+               resume: bool = False, install: bool = True) -> dict[str, Any]:
+    """Train (or resume) in `out_dir/run`, export last.pt to ONNX, optionally copy into models/."""
+    setup_ultralytics()
+    from ultralytics import YOLO
+
+    out_dir = out_dir.resolve()
+    info_path = out_dir / "train_info.json"
+    run = out_dir / "run"
+    last = run / "weights" / "last.pt"
+    t0 = time.time()
+    if resume:
+        if not last.is_file() or not info_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
+        info = json.loads(info_path.read_text())
+        try:
+            YOLO(str(last)).train(resume=True)
+        except AssertionError as exc:  # ultralytics: "training to N epochs is finished, nothing to resume"
+            log.warning("nothing to resume (%s); exporting the finished run", exc)
+    else:
+        if prepared is None:
+            raise ValueError("a prepared dataset is needed unless resuming")
+        info = {"model": recipe.name, "recipe": recipe.model_dump(), "args": asdict(args),
+                "data_yaml": str(prepared.data_yaml), "data_hash": prepared.data_hash,
+                "counts": prepared.counts, "started": datetime.now(UTC).isoformat(timespec="seconds")}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        info_path.write_text(json.dumps(info, indent=2))
+        model = YOLO(recipe.architecture)
+        if args.init:
+            model.load(args.init)  # our own earlier weights (never a download)
+        kwargs: dict[str, Any] = dict(
+            data=str(prepared.data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+            workers=args.workers, device=args.device, project=str(out_dir), name="run", exist_ok=True,
+            pretrained=False, cache=args.cache, amp=False, plots=False, seed=args.seed, deterministic=False,
+            patience=max(args.epochs + 1, 100), verbose=False,
+        )
+        if args.hours:
+            kwargs["time"] = args.hours
+        kwargs.update(recipe.augment)
+        model.train(**kwargs)
+    if not last.is_file():
+        raise RuntimeError(f"training finished without a checkpoint at {last}")
+    dest = (MODELS_DIR if install else out_dir) / f"{recipe.name}.onnx"
+    ckpt = _checkpoint_summary(last)
+    export_onnx(last, dest, name=recipe.name, names=recipe.names, imgsz=int(info["args"]["imgsz"]),
+                data_hash=info["data_hash"],
+                extra={"epochs": str(ckpt.get("epoch", "")), "architecture": recipe.architecture,
+                       "train_images": str(sum(v for k, v in info["counts"].items()
+                                               if k != "synth_val" and k != "val_from_train"))})
+    info.update({"onnx": str(dest), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "train_seconds_this_call": round(time.time() - t0, 1), "checkpoint": ckpt})
+    info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _checkpoint_summary(path: Path) -> dict[str, Any]:
+    """Epoch reached and last validation metrics, for the model card."""
+    import torch
+
+    ck = torch.load(str(path), map_location="cpu", weights_only=False)
+    out: dict[str, Any] = {"epoch": int(ck.get("epoch", -1)) + 1 if ck.get("epoch", -1) != -1 else "final"}
+    metrics = ck.get("train_metrics") or {}
+    out["val_metrics"] = {k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, int | float)}
+    return out
