@@ -1,1 +1,94 @@
-"""roadeye edge/detectors package."""
+"""Detector registry: builds the cascade's models from the box config.
+
+Each model is an ONNX file; which runtime class loads it follows from its role (YOLO
+detectors vs the CTC plate reader). Provider choice and CPU fallback are logged per model,
+and each loaded model yields a `ModelRef` (name and version from the ONNX metadata,
+SHA-256 of the file) that every event carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.event import ModelRef
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_ref(path: str | Path, metadata: dict[str, str] | None = None) -> ModelRef:
+    p = Path(path)
+    meta = metadata or {}
+    name = (meta.get("roadeye_model") or p.stem)[:64]
+    version = (meta.get("version") or "unversioned")[:64]
+    return ModelRef(name=name, version=version, sha256=file_sha256(p))
+
+
+def with_cpu_fallback(providers: list[str]) -> list[str]:
+    """Keep the requested providers this onnxruntime build has, always ending with CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen = [p for p in providers if p in available]
+    missing = [p for p in providers if p not in available]
+    if missing:
+        log.warning("execution providers %s are not available in this onnxruntime build (have %s); "
+                    "falling back to %s", missing, available, [*chosen, "CPUExecutionProvider"])
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+@dataclass
+class LoadedModels:
+    vehicles: Any
+    plates: Any | None
+    occupants: Any | None
+    plate_reader: Any | None
+    refs: list[ModelRef]
+
+
+def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, plate_reader: Path | None,
+                providers: list[str], vehicle_conf: float = 0.35, plate_conf: float = 0.35,
+                occupant_conf: float = 0.25) -> LoadedModels:
+    """Load (and warm up) every model; a missing required file is a clear error."""
+    from edge.detectors.plate_reader import OnnxPlateReader
+    from edge.detectors.yolo import OnnxYoloDetector
+
+    provs = with_cpu_fallback(providers)
+    refs: list[ModelRef] = []
+
+    def yolo(path: Path, conf: float) -> Any:
+        det = OnnxYoloDetector(path, providers=provs, conf=conf)
+        log.info("%s runs on %s", path.name, det.provider)
+        refs.append(model_ref(path, det.metadata))
+        return det
+
+    if not Path(vehicles).is_file():
+        raise FileNotFoundError(f"vehicles model not found: {vehicles}")
+    v = yolo(vehicles, min(vehicle_conf, 0.1))  # low boxes feed ByteTrack's second stage
+    o = yolo(occupants, occupant_conf) if occupants is not None and Path(occupants).is_file() else None
+    if occupants is not None and o is None:
+        log.warning("occupants model %s not found: no seat-belt / phone decisions will be made", occupants)
+    p = yolo(plates, plate_conf) if plates is not None and Path(plates).is_file() else None
+    if plates is not None and p is None:
+        log.warning("plates model %s not found: events will carry no plate", plates)
+    r = None
+    if p is not None and plate_reader is not None and Path(plate_reader).is_file():
+        r = OnnxPlateReader(plate_reader, providers=provs)
+        log.info("%s runs on %s", Path(plate_reader).name, r.provider)
+        refs.append(model_ref(plate_reader, r.metadata))
+    elif plate_reader is not None:
+        log.warning("plate reader %s not loaded: plates will be boxed but not read", plate_reader)
+    return LoadedModels(v, p, o, r, refs)

@@ -1,0 +1,285 @@
+"""The detection cascade: vehicles on the downscaled frame -> full-resolution crops ->
+plates and occupants on the crops -> plate reader, each stage batched across all vehicles
+of all frames handed in together (one tick may carry frames of several cameras).
+
+Class lists are the cross-team contract (CONTRACTS.md): vehicles {car, bus, truck, van,
+two_wheeler, windshield}, plates {plate}, occupants {driver, passenger, seatbelt, phone,
+face}. Names are looked up in each model's own metadata, never by hard-coded index.
+
+Driver choice: China drives on the right, so for oncoming traffic the driver sits on the
+IMAGE-RIGHT half of the windshield; `driver_side` makes that explicit per deployment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from edge.detectors.base import Detector, Image
+from edge.observations import OccupantObs, PlateObs
+from edge.types import Detections, Frame
+
+
+class PlateReader(Protocol):
+    def read_batch(self, crops: list[Image]) -> list[Any]:
+        """-> one object per crop with .text, .char_confidences, .confidence."""
+        ...
+
+
+VEHICLE_CLASSES = ("car", "bus", "truck", "van", "two_wheeler")
+FOUR_WHEELERS = ("car", "bus", "truck", "van")
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleResult:
+    box: np.ndarray
+    confidence: float
+    cls: str
+    windshield_box: np.ndarray | None
+    plate: PlateObs | None
+    occupants: OccupantObs | None
+
+
+@dataclass(slots=True)
+class FrameResult:
+    frame: Frame
+    vehicles: list[VehicleResult]
+
+    def detections(self, class_index: dict[str, int]) -> Detections:
+        if not self.vehicles:
+            return Detections.empty()
+        return Detections(
+            xyxy=np.stack([v.box for v in self.vehicles]),
+            confidence=np.array([v.confidence for v in self.vehicles], np.float32),
+            class_id=np.array([class_index.get(v.cls, -1) for v in self.vehicles], np.int64),
+        )
+
+
+def _name_map(det: Detector) -> dict[str, int]:
+    return {str(n): int(i) for i, n in det.names.items()}
+
+
+def _clip_box(b: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (float(v) for v in b)
+    return (max(0, int(np.floor(x1))), max(0, int(np.floor(y1))),
+            min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))
+
+
+def expand(b: np.ndarray, fx: float, fy: float | None = None) -> np.ndarray:
+    fy = fx if fy is None else fy
+    w, h = b[2] - b[0], b[3] - b[1]
+    return np.array([b[0] - w * fx, b[1] - h * fy, b[2] + w * fx, b[3] + h * fy], np.float32)
+
+
+def _inter_over(a: np.ndarray, b: np.ndarray) -> float:
+    """|a ∩ b| / |a|."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    area = max((a[2] - a[0]) * (a[3] - a[1]), 1e-6)
+    return float(max(iw, 0) * max(ih, 0) / area)
+
+
+@dataclass
+class Cascade:
+    vehicles: Detector
+    occupants: Detector | None = None
+    plates: Detector | None = None
+    plate_reader: PlateReader | None = None
+    vehicle_conf: float = 0.35  # vehicles below it are only tracked (ByteTrack's low stage), not cropped
+    track_low_conf: float = 0.1
+    plate_conf: float = 0.35
+    occupant_conf: float = 0.25
+    driver_side: str = "right"
+    min_vehicle_px: int = 64  # smaller vehicles are tracked but not cropped
+    windshield_margin: float = 0.08
+    timer: Callable[[str, float], None] | None = None  # (stage, seconds) for metrics
+    _vnames: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._vnames = _name_map(self.vehicles)
+        missing = {"windshield", *VEHICLE_CLASSES[:1]} - set(self._vnames)
+        if missing:
+            raise ValueError(f"vehicles model lacks classes {sorted(missing)} (has {sorted(self._vnames)})")
+        self._onames = _name_map(self.occupants) if self.occupants is not None else {}
+        if self.occupants is not None:
+            need = {"driver", "passenger", "seatbelt", "phone"} - set(self._onames)
+            if need:
+                raise ValueError(f"occupants model lacks classes {sorted(need)} (has {sorted(self._onames)})")
+
+    @property
+    def vehicle_class_index(self) -> dict[str, int]:
+        return self._vnames
+
+    def _time(self, stage: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        if self.timer is not None:
+            self.timer(stage, t1 - t0)
+        return t1
+
+    # -- stages ---------------------------------------------------------------------------
+    def detect_vehicles(self, frames: Sequence[Frame]) -> list[Detections]:
+        """Downscale (INTER_AREA, long side = model input) and detect; boxes back in full-res pixels."""
+        t0 = time.perf_counter()
+        target = max(self.vehicles.input_size)
+        smalls, scales = [], []
+        for f in frames:
+            assert f.image is not None
+            h, w = f.image.shape[:2]
+            s = min(1.0, target / max(h, w))
+            img = f.image if s >= 1.0 else np.asarray(cv2.resize(
+                f.image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), np.uint8)
+            smalls.append(img)
+            scales.append(s)
+        t0 = self._time("downscale", t0)
+        dets = self.vehicles.detect_batch(smalls)
+        self._time("vehicles", t0)
+        return [d[d.confidence >= self.track_low_conf].offset(0, 0, 1.0 / s) if len(d) else d
+                for d, s in zip(dets, scales, strict=True)]
+
+    def run(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        all_dets = self.detect_vehicles(frames)
+        wid = self._vnames["windshield"]
+        vehicle_ids = [self._vnames[c] for c in VEHICLE_CLASSES if c in self._vnames]
+        id_to_name = {i: n for n, i in self._vnames.items()}
+
+        # per frame: vehicles and their windshields
+        per_frame: list[list[dict[str, Any]]] = []
+        for dets in all_dets:
+            veh = dets.with_class(vehicle_ids)
+            ws = dets.with_class(wid)
+            ws = ws[ws.confidence >= self.vehicle_conf * 0.7]
+            rows: list[dict[str, Any]] = []
+            used: set[int] = set()
+            order = np.argsort(-veh.confidence, kind="stable")
+            for i in order.tolist():
+                box = veh.xyxy[i]
+                cls = id_to_name[int(veh.class_id[i])]
+                wbox = None
+                if cls in FOUR_WHEELERS and len(ws):
+                    cands = [(float(ws.confidence[j]) * _inter_over(ws.xyxy[j], box), j)
+                             for j in range(len(ws)) if j not in used and _inter_over(ws.xyxy[j], box) >= 0.6]
+                    if cands:
+                        _, j = max(cands)
+                        used.add(j)
+                        wbox = ws.xyxy[j]
+                rows.append({"box": box, "conf": float(veh.confidence[i]), "cls": cls, "ws": wbox,
+                             "plate": None, "occ": None})
+            per_frame.append(rows)
+
+        # crops at full resolution, batched across every vehicle of every frame
+        t0 = time.perf_counter()
+        plate_jobs: list[tuple[int, int, tuple[int, int, int, int]]] = []
+        plate_imgs: list[Image] = []
+        occ_jobs: list[tuple[int, int, tuple[int, int, int, int]]] = []
+        occ_imgs: list[Image] = []
+        for fi, (f, rows) in enumerate(zip(frames, per_frame, strict=True)):
+            assert f.image is not None
+            h, w = f.image.shape[:2]
+            for vi, r in enumerate(rows):
+                b = r["box"]
+                if b[3] - b[1] < self.min_vehicle_px or r["conf"] < self.vehicle_conf:
+                    continue
+                if self.plates is not None:
+                    c = _clip_box(b, w, h)
+                    if c[2] - c[0] > 8 and c[3] - c[1] > 8:
+                        plate_jobs.append((fi, vi, c))
+                        plate_imgs.append(f.image[c[1]:c[3], c[0]:c[2]])
+                if self.occupants is not None and r["ws"] is not None:
+                    c = _clip_box(expand(r["ws"], self.windshield_margin), w, h)
+                    if c[2] - c[0] > 8 and c[3] - c[1] > 8:
+                        occ_jobs.append((fi, vi, c))
+                        occ_imgs.append(f.image[c[1]:c[3], c[0]:c[2]])
+        t0 = self._time("crop", t0)
+
+        if plate_imgs and self.plates is not None:
+            for (fi, vi, c), d in zip(plate_jobs, self.plates.detect_batch(plate_imgs), strict=True):
+                d = d[d.confidence >= self.plate_conf]
+                if not len(d):
+                    continue
+                j = int(np.argmax(d.confidence))
+                box = d.xyxy[j] + np.array([c[0], c[1], c[0], c[1]], np.float32)
+                per_frame[fi][vi]["plate"] = PlateObs(box=box, confidence=float(d.confidence[j]))
+            t0 = self._time("plates", t0)
+
+        if occ_imgs and self.occupants is not None:
+            for (fi, vi, c), d in zip(occ_jobs, self.occupants.detect_batch(occ_imgs), strict=True):
+                ws_full = per_frame[fi][vi]["ws"]
+                d = d[d.confidence >= self.occupant_conf].offset(c[0], c[1])
+                per_frame[fi][vi]["occ"] = self.assign_occupants(d, ws_full)
+            t0 = self._time("occupants", t0)
+
+        if self.plate_reader is not None:
+            jobs: list[tuple[int, int]] = []
+            crops: list[Image] = []
+            for fi, rows in enumerate(per_frame):
+                img = frames[fi].image
+                assert img is not None
+                h, w = img.shape[:2]
+                for vi, r in enumerate(rows):
+                    p = r["plate"]
+                    if p is None:
+                        continue
+                    c = _clip_box(expand(p.box, 0.06, 0.12), w, h)
+                    if c[2] - c[0] > 4 and c[3] - c[1] > 4:
+                        jobs.append((fi, vi))
+                        crops.append(img[c[1]:c[3], c[0]:c[2]])
+            if crops:
+                for (fi, vi), t in zip(jobs, self.plate_reader.read_batch(crops), strict=True):
+                    p = per_frame[fi][vi]["plate"]
+                    per_frame[fi][vi]["plate"] = PlateObs(
+                        box=p.box, confidence=p.confidence, text=str(t.text) or None,
+                        char_confidences=tuple(float(x) for x in t.char_confidences),
+                        read_confidence=float(t.confidence))
+                self._time("plate_reader", t0)
+
+        return [
+            FrameResult(f, [VehicleResult(r["box"], r["conf"], r["cls"], r["ws"], r["plate"], r["occ"])
+                            for r in rows])
+            for f, rows in zip(frames, per_frame, strict=True)
+        ]
+
+    def assign_occupants(self, d: Detections, windshield: np.ndarray) -> OccupantObs:
+        """Pick the driver (image-right half for oncoming traffic), their strap and phone;
+        everyone else becomes a region to blur."""
+        n = self._onames
+        mid = float(windshield[0] + windshield[2]) / 2
+
+        def on_driver_side(b: np.ndarray) -> bool:
+            cx = float(b[0] + b[2]) / 2
+            return cx >= mid if self.driver_side == "right" else cx < mid
+
+        people = [i for i in range(len(d)) if int(d.class_id[i]) in (n["driver"], n["passenger"])]
+        drivers = [i for i in people if int(d.class_id[i]) == n["driver"] and on_driver_side(d.xyxy[i])]
+        drv = max(drivers, key=lambda i: float(d.confidence[i])) if drivers else None
+        dbox = d.xyxy[drv] if drv is not None else None
+        passengers = tuple(d.xyxy[i] for i in people if i != drv)
+        belt_conf, belt_box, phone_conf, phone_box = 0.0, None, 0.0, None
+        faces: list[np.ndarray] = []
+        if dbox is not None:
+            zone = expand(dbox, 0.1, 0.1)
+            phone_zone = np.array([dbox[0] - 0.3 * (dbox[2] - dbox[0]), dbox[1],
+                                   dbox[2] + 0.3 * (dbox[2] - dbox[0]), dbox[3] + 0.5 * (dbox[3] - dbox[1])],
+                                  np.float32)
+            for i in range(len(d)):
+                c, b = int(d.class_id[i]), d.xyxy[i]
+                conf = float(d.confidence[i])
+                if c == n["seatbelt"] and _inter_over(b, zone) >= 0.5 and conf > belt_conf:
+                    belt_conf, belt_box = conf, b
+                elif (c == n["phone"] and _inter_over(b, phone_zone) >= 0.5 and conf > phone_conf
+                      # a phone nearer a passenger than the driver is the passenger's
+                      and not any(_inter_over(b, p) > _inter_over(b, dbox) for p in passengers)):
+                    phone_conf, phone_box = conf, b
+        if "face" in n:
+            for i in range(len(d)):
+                if int(d.class_id[i]) == n["face"] and (dbox is None or _inter_over(d.xyxy[i], dbox) < 0.5):
+                    faces.append(d.xyxy[i])
+        return OccupantObs(
+            driver_box=dbox, driver_conf=float(d.confidence[drv]) if drv is not None else 0.0,
+            seatbelt_conf=belt_conf, seatbelt_box=belt_box, phone_conf=phone_conf, phone_box=phone_box,
+            passenger_boxes=passengers, face_boxes=tuple(faces),
+        )

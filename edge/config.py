@@ -1,0 +1,170 @@
+"""The one YAML file per edge box: device, cameras, models, broker, outbox, metrics.
+
+Every model forbids unknown keys, so a typo in a hand-edited file fails at start-up with
+the dotted key path (e.g. `cameras.0.analysis_fps: ...`) instead of silently running on a
+default. Relative paths are resolved against the config file's folder, so a config and
+its camera YAMLs / keys can be moved together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.camera import CalibrationFileError, CameraCalibration, ViolationThreshold, load_camera
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class ConfigError(ValueError):
+    """The box config is unreadable or invalid; the message names the file and key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecoderBackend(StrEnum):
+    OPENCV = "opencv"
+    PYAV = "pyav"
+    FFMPEG = "ffmpeg"
+
+
+class DeviceConfig(_Strict):
+    id: Identifier = Field(description="Device id; also the key_id of its event signatures.")
+    site: Identifier = Field(description="Site id used in MQTT topics.")
+    key_path: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM) that signs events; None: events unsigned."
+    )
+    clock_source: str = Field("unknown", description="ntp | ptp | gps | rtc | unknown (stated in events).")
+    clock_synchronized: bool = Field(False, description="Whether the clock source reports lock.")
+
+
+class CameraConfig(_Strict):
+    id: Identifier = Field(description="Camera id (topic + events).")
+    source: str = Field(description="rtsp://... URL, a video file path, or a V4L2 device (/dev/video0).")
+    decoder: DecoderBackend = Field(DecoderBackend.OPENCV, description="opencv | pyav | ffmpeg.")
+    hwaccel: str | None = Field(
+        default=None, description="FFmpeg -hwaccel value for the ffmpeg decoder (e.g. cuda, vaapi)."
+    )
+    analysis_fps: float = Field(5.0, gt=0, le=120, description="Frames analysed per second.")
+    calibration: Path | None = Field(
+        default=None, description="Camera YAML (zones, thresholds); None: whole frame, defaults."
+    )
+    open_timeout_s: float = Field(10.0, gt=0, description="RTSP open timeout.")
+    read_timeout_s: float = Field(5.0, gt=0, description="RTSP read timeout before reconnecting.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the exponential reconnect backoff.")
+
+
+class ModelsConfig(_Strict):
+    vehicles: Path = Field(Path("models/vehicles.onnx"), description="Vehicle + windshield detector.")
+    plates: Path | None = Field(Path("models/plates.onnx"), description="Plate detector on vehicle crops.")
+    occupants: Path = Field(Path("models/occupants.onnx"), description="Occupants on windshield crops.")
+    plate_reader: Path | None = Field(Path("models/plate_reader.onnx"), description="Plate text reader.")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="onnxruntime providers in preference order; CPU is always the fallback.",
+    )
+    vehicle_conf: float = Field(0.35, ge=0, le=1, description="Vehicle detection threshold.")
+    plate_conf: float = Field(0.35, ge=0, le=1, description="Plate detection threshold.")
+    occupant_conf: float = Field(0.25, ge=0, le=1, description="Occupant detection threshold.")
+
+
+class BrokerConfig(_Strict):
+    host: str = Field("127.0.0.1", description="MQTT broker host.")
+    port: int = Field(1883, ge=1, le=65535)
+    tls: bool = Field(False, description="Use TLS.")
+    ca_cert: Path | None = Field(default=None, description="CA bundle for TLS (None: system CAs).")
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = Field(default=None, description="MQTT client id (default: roadeye-edge-<device>).")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    heartbeat_s: float = Field(30.0, gt=0, description="Heartbeat period.")
+    max_inflight: int = Field(20, ge=1, le=1000, description="Un-acked QoS 1 messages at once.")
+
+
+class OutboxConfig(_Strict):
+    path: Path = Field(Path("var/edge/outbox.sqlite3"), description="SQLite outbox file.")
+    max_bytes: int = Field(2 * 1024**3, gt=0, description="Alarm when pending payloads exceed this.")
+    max_events: int = Field(100_000, gt=0, description="Alarm when pending events exceed this.")
+
+
+class EdgeConfig(_Strict):
+    device: DeviceConfig
+    cameras: list[CameraConfig] = Field(min_length=1)
+    models: ModelsConfig = Field(default_factory=lambda: ModelsConfig.model_validate({}))
+    broker: BrokerConfig | None = Field(default=None, description="None: no publishing (replay to file).")
+    outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig.model_validate({}))
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus port; None: off.")
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths resolve against.")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> EdgeConfig:
+        ids = [c.id for c in self.cameras]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"camera ids must be unique, repeated: {sorted(dup)}")
+        return self
+
+    def resolve(self, p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def calibration_for(self, cam: CameraConfig, image_size: tuple[int, int] | None = None) -> CameraCalibration:
+        path = self.resolve(cam.calibration)
+        if path is None:
+            return CameraCalibration(camera_id=cam.id, image_size=image_size or (0, 0))
+        try:
+            cal = load_camera(path)
+        except CalibrationFileError as exc:
+            raise ConfigError(f"cameras[{cam.id}].calibration: {exc}") from exc
+        return cal
+
+
+def _format(exc: ValidationError) -> str:
+    return "; ".join(
+        (".".join(str(p) for p in e["loc"]) or "<root>") + ": " + e["msg"] for e in exc.errors()
+    )
+
+
+def parse_config(raw: Any, base_dir: Path = Path("."), source: str = "<config>") -> EdgeConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        cfg = EdgeConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format(exc)}") from exc
+    return cfg.model_copy(update={"base_dir": base_dir})
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Load and validate the box config; errors name the file and the bad key path."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    cfg = parse_config(raw, base_dir=path.resolve().parent, source=str(path))
+    for cam in cfg.cameras:  # fail at start-up, not when the first violation is decided
+        cfg.calibration_for(cam)
+    return cfg
+
+
+def default_threshold(cal: CameraCalibration, violation: str) -> ViolationThreshold:
+    return cal.thresholds.get(violation) or ViolationThreshold.model_validate({})
+
+
+def config_hash(cal: CameraCalibration, extra: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the canonical JSON of what decides events (calibration + thresholds + extras)."""
+    body = {"camera": cal.model_dump(mode="json"), "extra": extra or {}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
