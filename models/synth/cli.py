@@ -1,0 +1,84 @@
+"""`roadeye models render ...` and `roadeye models contact-sheet` (wired in models/cli.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from models.synth.datasets import MODELS
+
+DEFAULT_ROOT = Path("/work/scratch/datasets")
+
+
+@click.group()
+def render() -> None:
+    """Render synthetic training datasets or sample videos with ground truth."""
+
+
+@render.command("dataset")
+@click.option("--model", "model", type=click.Choice(MODELS), required=True, help="Which model's dataset.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Output directory (default {DEFAULT_ROOT}/<model>).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed gives the same data.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
+def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float) -> None:
+    """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
+    from models.synth.datasets import write_dataset
+
+    out = out or DEFAULT_ROOT / model
+    t0 = time.time()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.time() - last[0] > 10 or done == total:
+            last[0] = time.time()
+            rate = done / max(time.time() - t0, 1e-6)
+            click.echo(f"{model}: {done}/{total} images ({rate:.2f}/s)", err=True)
+
+    path = write_dataset(model, out, n, seed, workers=workers, val_fraction=val_fraction, progress=progress)
+    dt = time.time() - t0
+    click.echo(f"wrote {n} {model} images to {out} in {dt:.1f} s ({n / dt:.2f} images/s): {path}")
+
+
+@render.command("video")
+@click.option("--preset", type=click.Choice(["day4k", "night4k", "dense1080", "dusk4k", "rain1080"]), required=True)
+@click.option("--seconds", type=click.FloatRange(min=0.5, max=60), default=10.0, show_default=True)
+@click.option("--fps", type=click.FloatRange(min=1, max=60), default=25.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for <name>.mp4, <name>.groundtruth.json and <name>.camera.yaml.")
+@click.option("--name", default=None, help="Clip base name (default: the preset's name).")
+@click.option("--crf", type=click.IntRange(0, 51), default=None, help="x264 CRF (default per preset).")
+def video(preset: str, seconds: float, fps: float, seed: int, out: Path, name: str | None, crf: int | None) -> None:
+    """Render an H.264 clip with its ground truth and camera calibration."""
+    from models.synth.video import PRESETS, render_clip
+
+    t0 = time.time()
+    res = render_clip(PRESETS[preset], out, seconds=seconds, fps=fps, seed=seed, name=name, crf=crf,
+                      log=lambda m: click.echo(m, err=True))
+    dt = time.time() - t0
+    click.echo(f"wrote {res.video} ({res.frames} frames, {res.frames / dt:.2f} frames/s incl. encoding, "
+               f"{res.video.stat().st_size / 1e6:.1f} MB); ground truth {res.groundtruth}")
+
+
+@click.command("contact-sheet")
+@click.option("--model", "model", type=click.Choice(MODELS), required=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG path.")
+@click.option("--n", "n", type=click.IntRange(1, 64), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tile", type=click.IntRange(96, 1024), default=480, show_default=True, help="Tile width (px).")
+def contact_sheet(model: str, out: Path, n: int, seed: int, tile: int) -> None:
+    """PNG grid of random renders with their labels drawn, to judge realism at a glance."""
+    from models.synth.contact import write_contact_sheet
+
+    path = write_contact_sheet(model, out, n=n, seed=seed, tile=tile)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(render())

@@ -1,0 +1,259 @@
+"""YOLO datasets for the roadeye cascade, rendered from random shots.
+
+- vehicles: full frames (rendered natively at `width`, default 1280, i.e. a downscaled 9 MP
+  view), classes car, bus, truck, van, two_wheeler, windshield.
+- plates: full-resolution vehicle crops (as the edge crops detector boxes), class plate.
+- occupants: full-resolution windshield crops, classes driver, passenger, seatbelt, phone, face.
+- plate_text: degraded plate crops named by their text + labels.csv (see plates.py).
+
+Layout: images/{train,val}/*.jpg, labels/{train,val}/*.txt, data.yaml (absolute path),
+manifest.json (seed, counts, per-file sha256 list hash). Image i uses its own RNG stream
+[seed, i], so any image can be regenerated alone and workers can split the index range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from models.synth.cabin import CabinSpec
+from models.synth.plates import jpeg, write_plate_text_dataset
+from models.synth.scene import ActorLabel, Balance, Imaging, compose
+from models.synth.shots import place_actors, site_for, visible_range
+from models.synth.vehicles import VEHICLE_CLASSES
+
+PLATE_CLASSES = ("plate",)
+OCCUPANT_CLASSES = ("driver", "passenger", "seatbelt", "phone", "face")
+MODELS = ("vehicles", "plates", "occupants", "plate_text")
+
+Box = tuple[float, float, float, float]
+Sample = tuple[np.ndarray, list[tuple[int, Box]]]  # image, [(class, xyxy px)]
+
+_ = CabinSpec  # re-exported type for callers building custom cabins
+
+
+def _site_group(i: int, every: int) -> int:
+    return i // every
+
+
+def _crop_window(rng: np.random.Generator, box: Box, W: int, H: int, lo: float, hi: float) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    m = rng.uniform(lo, hi, 4) * np.array([bw, bh, bw, bh])
+    X0, Y0 = int(max(0, x0 - m[0])), int(max(0, y0 - m[1]))
+    X1, Y1 = int(min(W, x1 + m[2])), int(min(H, y1 + m[3]))
+    return X0, Y0, max(X1 - X0, 2), max(Y1 - Y0, 2)
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator, imaging: Imaging, i: int) -> np.ndarray:
+    out = imaging.apply(img, i)
+    return jpeg(out, int(rng.integers(60, 96)))  # codec artefacts of the camera stream
+
+
+_BG_CACHE: dict[tuple[int, int, int], tuple[np.ndarray, Imaging]] = {}
+
+
+def vehicles_sample(seed: int, i: int, *, width: int = 1280, site_every: int = 16,
+                    balance: Balance | None = None) -> Sample:
+    rng = np.random.default_rng([seed, i])
+    wide = _site_group(i, site_every) % 4 == 3  # every 4th site: a 1080p camera
+    site, cam_full, light = site_for(seed, _site_group(i, site_every), width=1920 if wide else 4096,
+                                     height=1080 if wide else 2160)
+    cam = cam_full.scaled(width / cam_full.width)
+    key = (seed, _site_group(i, site_every), width)
+    if key not in _BG_CACHE:  # the camera is fixed per site group: background and sensor maps once
+        _BG_CACHE.clear()
+        _BG_CACHE[key] = (site.background(cam), Imaging(cam, site.cond, light, seed + i, variants=3))
+    bg, imaging = _BG_CACHE[key]
+    n = int(rng.integers(1, 11))
+    actors = place_actors(rng, cam_full, site.layout, light, n, balance=balance, cabin_px_per_m=160.0)
+    frame, labels = compose(bg, cam, actors, light, shutter_s=float(rng.uniform(1 / 1000, 1 / 250)))
+    out: list[tuple[int, Box]] = []
+    by_id = {a.id: a for a in actors}
+    for lab in labels:
+        out.append((VEHICLE_CLASSES.index(by_id[lab.id].cls), lab.box))
+        if lab.windshield_box is not None:
+            out.append((VEHICLE_CLASSES.index("windshield"), lab.windshield_box))
+    return _finish(frame, rng, imaging, i), out
+
+
+def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Balance | None,
+                   max_side: int) -> Sample:
+    """A crop around the first actor (vehicle crop for plates, windshield crop for occupants)."""
+    for attempt in range(20):
+        rng = np.random.default_rng([seed, i, attempt])
+        wide = _site_group(i, site_every) % 5 == 4
+        site, cam, light = site_for(seed, _site_group(i, site_every), width=1920 if wide else 4096,
+                                    height=1080 if wide else 2160)
+        near, far = visible_range(cam)
+        if kind == "occupants":
+            rng_t = (max(near, 12.0), min(far - 8, 36.0))
+            st = str(rng.choice(["sedan", "suv", "van", "truck", "bus"], p=[0.45, 0.25, 0.12, 0.1, 0.08]))
+            n = int(rng.integers(1, 3))
+        else:
+            rng_t = (near + 0.5, min(far - 6, 60.0))
+            st = str(rng.choice(["sedan", "suv", "van", "truck", "bus", "two_wheeler"],
+                                p=[0.4, 0.2, 0.12, 0.12, 0.08, 0.08]))
+            n = int(rng.integers(1, 5))
+        if rng_t[1] <= rng_t[0]:
+            continue
+        actors = place_actors(rng, cam, site.layout, light, n, balance=balance, target_range=rng_t,
+                              target_subtype=st, cabin_px_per_m=480.0 if kind == "occupants" else 260.0)
+        if not actors:
+            continue
+        tgt = actors[0]
+        pts = np.concatenate([f.pts for f in tgt.model.faces]) + np.array([tgt.x, tgt.y_front, 0])
+        if kind == "occupants":
+            if tgt.model.windshield is None:
+                continue
+            pts = tgt.model.windshield + np.array([tgt.x, tgt.y_front, 0])
+        uv, z = cam.project(pts)
+        if (z < 1).any():
+            continue
+        box = (float(uv[:, 0].min()), float(uv[:, 1].min()), float(uv[:, 0].max()), float(uv[:, 1].max()))
+        if box[2] < 0 or box[3] < 0 or box[0] > cam.width or box[1] > cam.height:
+            continue
+        lo, hi = (0.02, 0.15) if kind == "occupants" else (0.0, 0.12)
+        X0, Y0, w, h = _crop_window(rng, box, cam.width, cam.height, lo, hi)
+        crop = cam.crop(X0, Y0, w, h)
+        frame, labels = compose(site.background(crop), crop, actors, light,
+                                shutter_s=float(rng.uniform(1 / 1500, 1 / 400)))
+        lab = next((lb for lb in labels if lb.id == tgt.id), None)
+        if lab is None:
+            continue
+        out = _plate_labels(labels) if kind == "plates" else _occupant_labels(lab)
+        if kind == "occupants" and lab.windshield_box is None:
+            continue
+        imaging = Imaging(crop, site.cond, light, int(rng.integers(1 << 30)), variants=1)
+        img = _finish(frame, rng, imaging, i)
+        s = max_side / max(img.shape[:2])
+        if s < 1:
+            img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+            out = [(c, (b[0] * s, b[1] * s, b[2] * s, b[3] * s)) for c, b in out]
+        return img, out
+    raise RuntimeError(f"could not place a {kind} target for image {i} (seed {seed}) in 20 attempts")
+
+
+def _plate_labels(labels: list[ActorLabel]) -> list[tuple[int, Box]]:
+    return [(0, lb.plate_box) for lb in labels if lb.plate_box is not None]
+
+
+def _occupant_labels(lab: ActorLabel) -> list[tuple[int, Box]]:
+    out = []
+    for name, boxes in lab.occupant_boxes.items():
+        for b in boxes:
+            out.append((OCCUPANT_CLASSES.index(name), b))
+    return out
+
+
+def plates_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
+                  max_side: int = 1024) -> Sample:
+    return _target_sample(seed, i, "plates", site_every=site_every, balance=balance, max_side=max_side)
+
+
+def occupants_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
+                     max_side: int = 1024) -> Sample:
+    return _target_sample(seed, i, "occupants", site_every=site_every, balance=balance, max_side=max_side)
+
+
+SAMPLERS: dict[str, tuple[Callable[..., Sample], tuple[str, ...]]] = {
+    "vehicles": (vehicles_sample, VEHICLE_CLASSES),
+    "plates": (plates_sample, PLATE_CLASSES),
+    "occupants": (occupants_sample, OCCUPANT_CLASSES),
+}
+
+
+def yolo_lines(labels: list[tuple[int, Box]], w: int, h: int) -> list[str]:
+    lines = []
+    for c, (x0, y0, x1, y1) in labels:
+        x0, x1 = max(0.0, x0), min(float(w), x1)
+        y0, y1 = max(0.0, y0), min(float(h), y1)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        lines.append(f"{c} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}")
+    return lines
+
+
+def _work(args: tuple[str, str, int, list[int], float]) -> tuple[Counter[int], list[tuple[str, str]]]:
+    model, out_dir, seed, idx, val_fraction = args
+    fn = SAMPLERS[model][0]
+    out = Path(out_dir)
+    counts: Counter[int] = Counter()
+    hashes = []
+    for i in idx:
+        img, labels = fn(seed, i)
+        split = "val" if (np.random.default_rng([seed, i, 999]).random() < val_fraction) else "train"
+        name = f"{model}_{seed}_{i:06d}"
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {name}")
+        (out / "images" / split / f"{name}.jpg").write_bytes(buf.tobytes())
+        lines = yolo_lines(labels, img.shape[1], img.shape[0])
+        (out / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+        counts.update(int(ln.split()[0]) for ln in lines)
+        hashes.append((name, hashlib.sha256(buf.tobytes()).hexdigest()))
+    return counts, hashes
+
+
+def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers: int = 1,
+                  val_fraction: float = 0.1, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Render `n` images of `model`'s dataset into out_dir; returns data.yaml (or labels.csv)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown dataset model {model!r}; expected one of {', '.join(MODELS)}")
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    out = Path(out_dir).resolve()
+    t0 = time.time()
+    if model == "plate_text":
+        p = write_plate_text_dataset(out, n, seed, val_fraction=val_fraction)
+        _manifest(out, model, n, seed, {}, [], time.time() - t0)
+        return p
+    for split in ("train", "val"):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+    chunk = 8
+    jobs = [(model, str(out), seed, list(range(s, min(n, s + chunk))), val_fraction) for s in range(0, n, chunk)]
+    counts: Counter[int] = Counter()
+    hashes: list[tuple[str, str]] = []
+    done = 0
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for c, h in pool.imap(_work, jobs):
+                counts += c
+                hashes += h
+                done += len(h)
+                if progress:
+                    progress(done, n)
+    else:
+        for job in jobs:
+            c, h = _work(job)
+            counts += c
+            hashes += h
+            done += len(h)
+            if progress:
+                progress(done, n)
+    names = SAMPLERS[model][1]
+    data = {"path": str(out), "train": "images/train", "val": "images/val",
+            "names": {i: nm for i, nm in enumerate(names)}}
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    _manifest(out, model, n, seed, {names[k]: v for k, v in sorted(counts.items())}, hashes, time.time() - t0)
+    return out / "data.yaml"
+
+
+def _manifest(out: Path, model: str, n: int, seed: int, counts: dict[str, int], hashes: list[tuple[str, str]],
+              seconds: float) -> None:
+    listing = "\n".join(f"{a} {b}" for a, b in sorted(hashes))
+    (out / "manifest.json").write_text(json.dumps({
+        "generator": "roadeye models/synth", "model": model, "n": n, "seed": seed, "instances": counts,
+        "render_seconds": round(seconds, 1), "images_per_second": round(n / max(seconds, 1e-6), 2),
+        "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+    }, indent=2, ensure_ascii=False))
