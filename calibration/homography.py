@@ -191,7 +191,7 @@ def fit_homography(
         h = _refine(h, img[inliers], road[inliers])
     w = np.c_[img, np.ones(len(img))] @ h[2]
     if not (np.all(w > 0) or np.all(w < 0)):
-        bad = [i + 1 for i in np.flatnonzero(np.sign(w) != np.sign(np.median(w)))]
+        bad = [int(i) + 1 for i in np.flatnonzero(np.sign(w) != np.sign(np.median(w)))]
         raise HomographyError(f"points {bad} fall on the other side of the horizon from the rest")
     res_m, res_px = _residuals(h, img, road)
     return HomographyFit(homography=h, residuals_m=res_m, residuals_px=res_px, inliers=inliers)

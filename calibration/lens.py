@@ -97,28 +97,43 @@ def _min_corner_spacing(corners: Any) -> float:
     return float(np.min(np.linalg.norm(np.diff(c, axis=0), axis=1)))
 
 
+_DETECT_MAX_SIDE = 1600
+
+
+def _find_checkerboard(gray: npt.NDArray[np.uint8], inner: tuple[int, int]) -> Any:
+    """Inner corners at full-resolution sub-pixel accuracy, or None.
+
+    The grid is searched on a copy downscaled to <= 1600 px (a 9 MP frame takes seconds
+    otherwise), then refined on the full image. The classic detector runs first
+    (milliseconds); the slower sector-based one copes with blur and uneven light and runs only
+    when the quick check says a board of this size may be present.
+    """
+    h, w = gray.shape
+    s = min(1.0, _DETECT_MAX_SIDE / max(h, w))
+    small = cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else gray
+    ok, corners = cv2.findChessboardCorners(
+        small, inner, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_FAST_CHECK
+    )
+    if not ok:
+        if not cv2.checkChessboard(small, inner):
+            return None
+        ok, corners = cv2.findChessboardCornersSB(small, inner, flags=cv2.CALIB_CB_NORMALIZE_IMAGE)
+        if not ok:
+            return None
+    corners = (corners.astype(np.float32) + 0.5) / s - 0.5 if s < 1 else corners.astype(np.float32)
+    win = max(3, min(15, int(_min_corner_spacing(corners) / 4)))
+    return cv2.cornerSubPix(
+        gray, corners, (win, win), (-1, -1), (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 60, 1e-4)
+    )
+
+
 def detect_board(image: npt.NDArray[np.uint8], spec: BoardSpec, name: str = "image") -> Detection | None:
     """Find the board's corners to sub-pixel accuracy; None when it is not (fully) visible."""
     gray = _gray(image)
     if spec.kind == "checkerboard":
-        # Classic detector + sub-pixel refinement first (milliseconds); the sector-based one is
-        # slower but copes with blur and uneven light, so it is the fallback.
-        ok, corners = cv2.findChessboardCorners(
-            gray, spec.inner,
-            flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_FAST_CHECK,
-        )
-        if ok:
-            win = max(3, min(11, int(_min_corner_spacing(corners) / 4)))
-            corners = cv2.cornerSubPix(
-                gray, corners, (win, win), (-1, -1),
-                (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 60, 1e-4),
-            )
-        else:
-            ok, corners = cv2.findChessboardCornersSB(
-                gray, spec.inner, flags=cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_ACCURACY
-            )
-            if not ok:
-                return None
+        corners = _find_checkerboard(gray, spec.inner)
+        if corners is None:
+            return None
         return Detection(name, spec.checkerboard_object_points(), corners.reshape(-1, 2).astype(np.float32))
     board = spec.charuco_board()
     detector = cv2.aruco.CharucoDetector(board)
@@ -140,6 +155,14 @@ class LensResult:
     per_view_rms_px: dict[str, float]
     rejected: dict[str, str] = field(default_factory=dict)  # name -> why
     std_fx_px: float | None = None
+    coverage: float = 0.0  # share of the image inside the hull of all corners used
+    hull: Array = field(default_factory=lambda: np.zeros((0, 2)), repr=False)
+
+    def covers(self, points: Any) -> npt.NDArray[np.bool_]:
+        """Which points lie where the board was seen (distortion elsewhere is extrapolated)."""
+        c = self.hull.astype(np.float32).reshape(-1, 1, 2)
+        return np.array([cv2.pointPolygonTest(c, (float(x), float(y)), False) >= 0
+                         for x, y in np.asarray(points, np.float64).reshape(-1, 2)], bool)
 
     def summary(self) -> str:
         k = self.camera_matrix
@@ -151,6 +174,9 @@ class LensResult:
             + (f" (fx std {self.std_fx_px:.2f} px)" if self.std_fx_px is not None else ""),
             f"dist (k1 k2 p1 p2 k3): {d}",
             f"reprojection RMS: {self.rms_px:.3f} px",
+            f"board coverage: {self.coverage:.0%} of the image"
+            + ("  (LOW: show the board near the corners too, distortion there is extrapolated)"
+               if self.coverage < 0.5 else ""),
         ]
         worst = sorted(self.per_view_rms_px.items(), key=lambda kv: -kv[1])[:3]
         lines.append("worst views: " + ", ".join(f"{n} {e:.3f} px" for n, e in worst))
@@ -247,7 +273,11 @@ def _run(dets: Sequence[Detection], size: tuple[int, int], flags: int) -> LensRe
         obj, img, size, k0, d0, flags=flags,
         criteria=(cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-10),
     )
+    allpts = np.concatenate([d.image_points for d in dets]).astype(np.float32)
+    hull = cv2.convexHull(allpts).reshape(-1, 2)
     return LensResult(
+        coverage=float(cv2.contourArea(hull) / (size[0] * size[1])),
+        hull=hull.astype(np.float64),
         camera_matrix=np.asarray(k, np.float64),
         dist_coeffs=np.asarray(dist, np.float64).ravel(),
         rms_px=float(rms),

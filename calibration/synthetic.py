@@ -125,25 +125,101 @@ def degrade(img: U8, blur_sigma: float = 0.7, noise_sigma: float = 2.0, seed: in
 
 def look_at_poses(
     spec: BoardSpec, n: int, distance_mm: float, seed: int = 0, max_tilt_deg: float = 35.0,
-    spread: float = 0.25,
+    spread: float = 0.38,
 ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-    """n varied board poses (rvec, tvec): tilted up to max_tilt_deg, centred around the view."""
+    """n varied board poses (rvec, tvec), tilted up to max_tilt_deg.
+
+    Board centres cycle over a 3x3 grid of view directions (normalised image coordinates up
+    to +-spread), as a careful operator does, so the corners of the image are covered.
+    """
     rng = np.random.default_rng(seed)
     cx = spec.cols * spec.square_mm / 2
     cy = spec.rows * spec.square_mm / 2
     if spec.kind == "checkerboard":  # object origin is the first inner corner
         cx -= spec.square_mm
         cy -= spec.square_mm
+    grid = [(0.0, 0.0)] + [(gx, gy) for gy in (-1, 0, 1) for gx in (-1, 0, 1) if (gx, gy) != (0, 0)]
     poses = []
     for i in range(n):
         ang = np.deg2rad(rng.uniform(-max_tilt_deg, max_tilt_deg, 3)) * np.array([1, 1, 0.4])
         if i == 0:
             ang[:] = 0
         r, _ = cv2.Rodrigues(ang)
-        centre_cam = np.array(
-            [rng.uniform(-spread, spread) * distance_mm, rng.uniform(-spread, spread) * distance_mm * 0.7,
-             distance_mm * rng.uniform(0.85, 1.2)]
-        )
+        gx, gy = grid[i % len(grid)]
+        z = distance_mm * rng.uniform(0.85, 1.2)
+        jitter = rng.uniform(-0.04, 0.04, 2)
+        centre_cam = np.array([(gx * spread + jitter[0]) * z, (gy * spread * 0.75 + jitter[1]) * z, z])
         t = centre_cam - r @ np.array([cx, cy, 0.0])
         poses.append((ang.astype(np.float64), t))
     return poses
+
+
+@dataclass(frozen=True)
+class RoadCamera:
+    """Pinhole camera above a flat road: the geometry the renderer and the tests share.
+
+    World: X across the road (right), Y along it (away from the camera), Z up; the camera is
+    at (x_m, 0, height_m), looks along +Y, pitched down by tilt_deg (and panned by pan_deg).
+    """
+
+    height_m: float
+    tilt_deg: float
+    focal_px: float
+    size: tuple[int, int]
+    x_m: float = 0.0
+    pan_deg: float = 0.0
+
+    @property
+    def k(self) -> npt.NDArray[np.float64]:
+        w, h = self.size
+        return np.array([[self.focal_px, 0, w / 2], [0, self.focal_px, h / 2], [0, 0, 1.0]])
+
+    @property
+    def r(self) -> npt.NDArray[np.float64]:
+        t, p = np.deg2rad(self.tilt_deg), np.deg2rad(self.pan_deg)
+        base = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float64)  # world -> camera, level
+        pan = np.array([[np.cos(p), -np.sin(p), 0], [np.sin(p), np.cos(p), 0], [0, 0, 1]])
+        tilt = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+        return tilt @ base @ pan
+
+    @property
+    def t(self) -> npt.NDArray[np.float64]:
+        return -self.r @ np.array([self.x_m, 0.0, self.height_m])
+
+    def project(self, world: Any) -> npt.NDArray[np.float64]:
+        """(N, 3) world metres -> (N, 2) pixels."""
+        p = np.atleast_2d(np.asarray(world, np.float64))
+        c = p @ self.r.T + self.t
+        x = c @ self.k.T
+        return x[:, :2] / x[:, 2:3]
+
+    def homography_image_to_road(self) -> npt.NDArray[np.float64]:
+        g = self.k @ np.c_[self.r[:, 0], self.r[:, 1], self.t]
+        h = np.linalg.inv(g)
+        return h / h[2, 2]
+
+
+def render_road(cam: RoadCamera, lane_width_m: float = 3.75, lanes: int = 3, dash_m: float = 6.0,
+                gap_m: float = 9.0, line_w_m: float = 0.15, supersample: int = 2) -> U8:
+    """Grey road with solid edge lines and dashed lane dividers (China: 6 m dashes, 9 m gaps)."""
+    w, h = cam.size
+    s = supersample
+    us = (np.arange(w * s) + 0.5) / s - 0.5
+    vs = (np.arange(h * s) + 0.5) / s - 0.5
+    uu, vv = np.meshgrid(us, vs)
+    hm = cam.homography_image_to_road()
+    q = np.stack([uu, vv, np.ones_like(uu)], -1) @ hm.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = q[..., 0] / q[..., 2], q[..., 1] / q[..., 2]
+    ground = (q[..., 2] * np.sign(hm[2, 2]) > 0) & (y > 0)
+    half = lanes * lane_width_m / 2
+    img = np.full(uu.shape, 200.0)  # sky / far
+    img[ground] = 90.0
+    edge = ground & ((np.abs(x + half) < line_w_m / 2) | (np.abs(x - half) < line_w_m / 2))
+    dash = np.zeros_like(ground)
+    for i in range(1, lanes):
+        xc = -half + i * lane_width_m
+        dash |= ground & (np.abs(x - xc) < line_w_m / 2) & (np.mod(y - 5.0, dash_m + gap_m) < dash_m) & (y >= 5.0)
+    img[edge | dash] = 235.0
+    img[ground & (np.abs(x) > half + 1.0)] = 120.0  # verge
+    return np.asarray(cv2.resize(img.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA).round(), np.uint8)
