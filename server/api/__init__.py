@@ -1,0 +1,1 @@
+"""FastAPI application: JSON API (one router per resource) and the review web app."""

@@ -1,0 +1,1 @@
+"""Review web app: Jinja2 templates and vanilla JS, served by the same FastAPI app."""
