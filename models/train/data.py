@@ -209,10 +209,11 @@ def load_cn_scenes(root: Path) -> EvalSet:
 
 
 def _intl_txt_files(root: Path) -> Iterator[Path]:
-    if any(root.glob("*.txt")) and not (root / "labels.csv").exists():
-        yield from sorted(root.glob("*.txt"))
-    for sub in sorted(root.glob("endtoend_*")):
-        yield from sorted(sub.glob("*.txt"))
+    """Per-image label txt files (x.txt beside x.jpg) in root or its endtoend_* subsets."""
+    for folder in (root, *sorted(root.glob("endtoend_*"))):
+        for txt in sorted(folder.glob("*.txt")):
+            if any(txt.with_suffix(ext).is_file() for ext in IMAGE_EXTS):
+                yield txt
 
 
 def load_intl_scenes(root: Path) -> EvalSet:

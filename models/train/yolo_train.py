@@ -187,12 +187,18 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
     return info
 
 
-def _checkpoint_summary(path: Path) -> dict[str, Any]:
-    """Epoch reached and last validation metrics, for the model card."""
-    import torch
+def _checkpoint_summary(last: Path) -> dict[str, Any]:
+    """Epochs completed and the last validation row, from ultralytics' results.csv (for the card)."""
+    import csv
 
-    ck = torch.load(str(path), map_location="cpu", weights_only=False)
-    out: dict[str, Any] = {"epoch": int(ck.get("epoch", -1)) + 1 if ck.get("epoch", -1) != -1 else "final"}
-    metrics = ck.get("train_metrics") or {}
-    out["val_metrics"] = {k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, int | float)}
-    return out
+    results = last.parent.parent / "results.csv"
+    if not results.is_file():
+        return {"epoch": 0, "val_metrics": {}}
+    with results.open(newline="") as fh:
+        rows = [{k.strip(): v.strip() for k, v in r.items() if k} for r in csv.DictReader(fh)]
+    if not rows:
+        return {"epoch": 0, "val_metrics": {}}
+    lastrow = rows[-1]
+    metrics = {k: round(float(v), 4) for k, v in lastrow.items() if k.startswith("metrics/") and v}
+    return {"epoch": int(float(lastrow.get("epoch", len(rows)))), "val_metrics": metrics,
+            "train_seconds_total": round(float(lastrow.get("time", 0) or 0), 1)}

@@ -59,7 +59,7 @@ def test_quick_training_exports_runtime_loadable_onnx(tmp_path: Path, monkeypatc
     assert len(meta["data_hash"]) == 64
     det = OnnxYoloDetector(onnx_path)
     assert det.end2end and det.dynamic_batch and det.names == {0: "plate"}
-    imgs = [cv2.imread(str(p)) for p in sorted((data / "images" / "val").glob("*.jpg"))]
+    imgs = [np.asarray(cv2.imread(str(p)), np.uint8) for p in sorted((data / "images" / "val").glob("*.jpg"))]
     assert len(det.detect_batch(imgs)) == len(imgs)
 
     res = runner.invoke(evaluate, ["plates", "--data", str(data), "--model", str(onnx_path), "--latency"],
