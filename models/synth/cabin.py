@@ -130,7 +130,7 @@ def _shade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupant, driver: bool) -> None:
-    side = 1.0 if driver else -1.0  # image right for the driver
+    side: float = 1.0 if driver else -1.0  # image right for the driver
     lid, fid, bid, phid = (DRIVER, DRIVER_FACE, DRIVER_BELT, DRIVER_PHONE) if driver else (
         PASS, PASS_FACE, PASS_BELT, PASS_PHONE)
     sc = rng.uniform(0.9, 1.1)  # body size
@@ -204,11 +204,11 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
         p.poly([(cu - head_w * 0.8, ey - 0.012), (cu + head_w * 0.8, ey - 0.012), (cu + head_w * 0.75, ey + 0.018),
                 (cu - head_w * 0.75, ey + 0.018)], (20, 20, 20), fid)
     else:
-        for s in (-1, 1):
+        for s in (-1.0, 1.0):
             p.ellipse((cu + s * head_w * 0.4, ey), (0.011, 0.005), 0, eye, fid)
             p.line([(cu + s * head_w * 0.2, ey - 0.017), (cu + s * head_w * 0.62, ey - 0.019)], 0.005, hair, fid)
         if rng.random() < 0.2:  # glasses frame
-            for s in (-1, 1):
+            for s in (-1.0, 1.0):
                 p.ellipse((cu + s * head_w * 0.4, ey), (0.022, 0.015), 0, (30, 30, 30), fid, thick_m=0.003)
     p.line([(cu, ey + 0.01), (cu + 0.004, ey + 0.04)], 0.006, skin * 0.75, fid)  # nose
     if rng.random() < 0.12:  # face mask, common in Chinese traffic
@@ -224,7 +224,7 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
         wr = 0.19
         _wheel(p, wc, wr, rng)
     hand_pts: list[tuple[tuple[float, float], tuple[float, float]]] = []  # (shoulder, hand)
-    ph_hand = 0.0
+    ph_hand: float = 0.0
     if occ.phone != "none":
         ph_hand = side if rng.random() < 0.5 else -side  # which image side's hand holds the phone
     for s in (-1.0, 1.0):

@@ -148,7 +148,7 @@ def _plate_labels(labels: list[ActorLabel]) -> list[tuple[int, Box]]:
 
 
 def _occupant_labels(lab: ActorLabel) -> list[tuple[int, Box]]:
-    out = []
+    out: list[tuple[int, Box]] = []
     for name, boxes in lab.occupant_boxes.items():
         for b in boxes:
             out.append((OCCUPANT_CLASSES.index(name), b))

@@ -363,8 +363,8 @@ class Site:
             uu, vv = np.meshgrid((np.arange(sw) + 0.5) * cam.width / sw, (np.arange(sh) + 0.5) * cam.height / sh)
             road = cam.image_to_road(np.stack([uu.ravel(), vv.ravel()], 1))
             d = np.sqrt(road[:, 1] ** 2 + (road[:, 0] - cam.x_m) ** 2 + cam.height_m ** 2).reshape(sh, sw)
-            g = np.clip((lt.ir_ref_m / d) ** 2, 0.05, 1.6).astype(np.float32) * 0.55
-            g = cv2.resize(g, (cam.width, cam.height), interpolation=cv2.INTER_LINEAR)
+            g0 = np.clip((lt.ir_ref_m / d) ** 2, 0.05, 1.6).astype(np.float32) * 0.55
+            g = np.asarray(cv2.resize(g0, (cam.width, cam.height), interpolation=cv2.INTER_LINEAR))
             gray = f @ np.array([0.3, 0.35, 0.35], np.float32)
             return np.repeat((gray * g)[..., None], 3, axis=2)
         k = np.array(lt.sun_color, np.float32) * (0.55 + 0.5 * lt.ambient)

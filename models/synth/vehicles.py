@@ -37,7 +37,7 @@ TRUCK_PAINT = ("blue", "white", "red", "yellow", "green", "orange", "silver")
 @dataclass
 class Face:
     pts: np.ndarray                  # (N, 3) local coordinates
-    color: tuple[float, float, float]
+    color: tuple[float, ...]
     kind: str = "paint"              # paint | glass | dark | light | chrome | tire | windshield | plate | skin | cloth
     details: list[Face] = field(default_factory=list)
     cull: bool = True
@@ -243,7 +243,7 @@ def _s_at_z(prof: list[tuple[float, float, float]], z: float) -> float:
     return prof[1][0]
 
 
-def _box(x0: float, x1: float, s0: float, s1: float, z0: float, z1: float, col: tuple[float, float, float],
+def _box(x0: float, x1: float, s0: float, s1: float, z0: float, z1: float, col: tuple[float, ...],
          kind: str = "paint") -> list[Face]:
     """Front, top and both sides of a box (rear and bottom are never seen from ahead)."""
     P = np.array
@@ -431,14 +431,14 @@ def _texture(img: np.ndarray, alpha: np.ndarray, tex: np.ndarray, ids: np.ndarra
              mask: np.ndarray, tex_alpha: np.ndarray | None = None) -> np.ndarray | None:
     """Warp `tex` (TL, TR, BR, BL corners) into `quad` inside the sprite, within `mask`."""
     th, tw = tex.shape[:2]
-    src = np.float32([[0, 0], [tw, 0], [tw, th], [0, th]])
+    src = np.asarray([[0, 0], [tw, 0], [tw, th], [0, th]], np.float32)
     bx0, by0 = np.floor(quad.min(0)).astype(int)
     bx1, by1 = np.ceil(quad.max(0)).astype(int) + 1
     bx0, by0 = max(bx0, 0), max(by0, 0)
     bx1, by1 = min(bx1, img.shape[1]), min(by1, img.shape[0])
     if bx1 - bx0 < 1 or by1 - by0 < 1:
         return None
-    M = cv2.getPerspectiveTransform(src, np.float32(quad - [bx0, by0]))
+    M = cv2.getPerspectiveTransform(src, np.asarray(quad - [bx0, by0], np.float32))
     size = (bx1 - bx0, by1 - by0)
     # Downscaling a lot: pre-shrink the texture so the warp does not alias.
     scale = min(size[0] / tw, 1.0)
@@ -458,8 +458,9 @@ def _texture(img: np.ndarray, alpha: np.ndarray, tex: np.ndarray, ids: np.ndarra
     roi[:] = (roi * (1 - m[..., None]) + warped * m[..., None]).astype(np.uint8)
     if ids is None:
         return None
-    Mi = cv2.getPerspectiveTransform(src if ids.shape[:2] == (th, tw) else np.float32(
-        [[0, 0], [ids.shape[1], 0], [ids.shape[1], ids.shape[0]], [0, ids.shape[0]]]), np.float32(quad - [bx0, by0]))
+    ih, iw = ids.shape[:2]
+    isrc = np.asarray([[0, 0], [iw, 0], [iw, ih], [0, ih]], np.float32)
+    Mi = cv2.getPerspectiveTransform(isrc, np.asarray(quad - [bx0, by0], np.float32))
     wid = cv2.warpPerspective(ids, Mi, size, flags=cv2.INTER_NEAREST, borderValue=0)
     out = np.zeros(mask.shape, np.uint8)
     out[by0:by1, bx0:bx1] = np.where(mask[by0:by1, bx0:bx1] > 0, wid, 0)
