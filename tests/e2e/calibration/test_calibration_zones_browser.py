@@ -1,0 +1,145 @@
+"""The zones editor in a real headless Chromium: click points, drag one, save, and check the
+camera YAML (zones written, other sections untouched); an invalid polygon is refused with a
+message naming it. A screenshot goes to tests/artifacts/calibration/zones_page.png."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from calibration.camfile import write_camera
+from calibration.synthetic import RoadCamera, render_road
+from edge.camera import CameraCalibration, RoadPlane, ViolationThreshold, load_camera
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+SIZE = (1920, 1080)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def zones_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    import uvicorn
+
+    from calibration.web.app import create_app
+
+    cam = RoadCamera(6.0, 20.0, 2600.0, SIZE)
+    snap = cv2.cvtColor(render_road(cam), cv2.COLOR_GRAY2BGR)
+    path = tmp_path / "cam07.camera.yaml"
+    road_img = [[700.0, 1000.0], [1200.0, 1000.0], [800.0, 500.0], [1100.0, 500.0]]
+    write_camera(CameraCalibration(
+        camera_id="cam07", image_size=SIZE,
+        road_plane=RoadPlane(image_points=road_img, road_points_m=[[0, 10], [3, 10], [0, 30], [3, 30]],
+                             homography=np.eye(3).tolist(), rms_m=0.01),
+        thresholds={"phone_use": ViolationThreshold(min_confidence=0.61, k=2, n=6)},
+    ), path)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(path, snap), host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("zones server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/", path
+    server.should_exit = True
+    th.join(timeout=10)
+
+
+def test_zones_page_click_drag_save(zones_server, artifacts_dir: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not installed")
+    from playwright.sync_api import expect, sync_playwright
+
+    url, path = zones_server
+    out_dir = artifacts_dir / "calibration"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("body[data-ready='1']", timeout=20000)
+            expect(page.locator("#camera-id")).to_have_text("cam07")
+            box = page.locator("#canvas").bounding_box()
+            assert box is not None
+            s = box["width"] / SIZE[0]
+
+            def at(x: float, y: float) -> tuple[float, float]:
+                return box["x"] + x * s, box["y"] + y * s
+
+            # Capture zone: first click on an empty page starts it.
+            capture = [(300, 1050), (1650, 1050), (1150, 420), (760, 420)]
+            for x, y in capture:
+                page.mouse.click(*at(x, y))
+            # Drag the third point 100 px right, 60 px down (in image pixels).
+            page.mouse.move(*at(1150, 420))
+            page.mouse.down()
+            page.mouse.move(*at(1200, 450), steps=5)
+            page.mouse.move(*at(1250, 480), steps=5)
+            page.mouse.up()
+            capture[2] = (1250, 480)
+            # A named lane.
+            page.fill("#lane-name", "L2")
+            page.click("#btn-add-lane")
+            lane = [(980, 1050), (1400, 1050), (1060, 500), (960, 500)]
+            for x, y in lane:
+                page.mouse.click(*at(x, y))
+            # An exclusion mask (e.g. a gantry shadow).
+            page.click("#btn-add-exclusion")
+            excl = [(100, 600), (300, 600), (300, 700)]
+            for x, y in excl:
+                page.mouse.click(*at(x, y))
+            expect(page.locator("#status")).to_have_text("unsaved changes")
+            page.click("#btn-save")
+            expect(page.locator("#status")).to_have_class("ok", timeout=10000)
+            page.screenshot(path=str(out_dir / "zones_page.png"), full_page=True)
+
+            cal = load_camera(path)
+            tol = 1.0 / s + 0.6  # one CSS pixel on the scaled canvas, plus rounding
+            assert cal.zones.capture is not None
+            assert np.allclose(cal.zones.capture, capture, atol=tol), cal.zones.capture
+            assert list(cal.zones.lanes) == ["L2"]
+            assert np.allclose(cal.zones.lanes["L2"], lane, atol=tol)
+            assert len(cal.zones.exclusion) == 1 and np.allclose(cal.zones.exclusion[0], excl, atol=tol)
+            # Other sections survive the save untouched.
+            assert cal.road_plane is not None and cal.road_plane.rms_m == 0.01
+            assert cal.thresholds["phone_use"].min_confidence == 0.61 and cal.thresholds["phone_use"].k == 2
+
+            # Reload: the page shows what was saved.
+            page.reload()
+            page.wait_for_selector("body[data-ready='1']")
+            expect(page.locator("#zone-list li")).to_have_count(3)
+
+            # A self-intersecting lane is refused, named, and the file is left as it was.
+            before = path.read_text()
+            page.fill("#lane-name", "bad")
+            page.click("#btn-add-lane")
+            for x, y in [(200, 200), (600, 600), (600, 200), (200, 600)]:
+                page.mouse.click(*at(x, y))
+            page.click("#btn-save")
+            expect(page.locator("#status")).to_have_class("error", timeout=10000)
+            expect(page.locator("#status")).to_contain_text("lane bad")
+            expect(page.locator("#status")).to_contain_text("crosses")
+            assert path.read_text() == before
+            page.screenshot(path=str(out_dir / "zones_page_error.png"))
+        finally:
+            browser.close()
