@@ -132,8 +132,9 @@ def choose_threshold(
     conf = np.array([r.confidence for r in rows], np.float64)
     pos = np.array([r.confirmed for r in rows], bool)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    # Until a threshold is chosen the confusion counts are those of the export as it stands.
     base: dict[str, Any] = {"camera_id": camera_id, "violation": violation, "target_precision": target,
-                            "n_confirmed": n_pos, "n_rejected": n_neg}
+                            "n_confirmed": n_pos, "n_rejected": n_neg, "tp": n_pos, "fp": n_neg}
     if len(rows) < min_reviews or n_pos == 0:
         return ThresholdChoice(**base, status="insufficient", message=(
             f"only {len(rows)} reviewed events ({n_pos} confirmed, {n_neg} rejected); need >= {min_reviews} "
@@ -160,8 +161,9 @@ def choose_threshold(
            f"of {n_pos} confirmed; TP {tpi} FP {fpi} FN {fn} TN {tn}")
     if lower < target:
         msg += f"; with {tpi + fpi} events above it the precision is not yet certain to reach {target:.3f}"
+    base.update(tp=tpi, fp=fpi, fn=fn, tn=tn)
     return ThresholdChoice(**base, **curve, status="ok", message=msg, threshold=t, precision=float(prec[i]),
-                           recall=float(rec[i]), precision_lower95=lower, tp=tpi, fp=fpi, fn=fn, tn=tn)
+                           recall=float(rec[i]), precision_lower95=lower)
 
 
 def plot_choices(choices: list[ThresholdChoice], path: str | Path) -> None:
@@ -196,7 +198,8 @@ def plot_choices(choices: list[ThresholdChoice], path: str | Path) -> None:
                     color="white" if v > m.max() / 2 else "black")
         cm.set_xticks([0, 1], ["kept (>= t)", "dropped (< t)"])
         cm.set_yticks([0, 1], ["confirmed", "rejected"])
-        cm.set_title("at chosen threshold" if ch.threshold is not None else "no threshold chosen", fontsize=10)
+        cm.set_title("at chosen threshold" if ch.threshold is not None else "all reviewed (none chosen)",
+                     fontsize=10)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
