@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -275,8 +276,9 @@ class ReplaySource:
 
     def __init__(self, camera_id: str, path: str | Path, analysis_fps: float = 5.0,
                  backend: DecoderBackend | str = DecoderBackend.OPENCV, realtime: bool = False,
-                 start_time: datetime | None = None, hwaccel: str | None = None) -> None:
+                 start_time: datetime | None = None, hwaccel: str | None = None, prefetch: int = 4) -> None:
         self.camera_id = camera_id
+        self.prefetch = prefetch
         self.path = str(path)
         self.analysis_fps = analysis_fps
         self.realtime = realtime
@@ -300,7 +302,47 @@ class ReplaySource:
             return 0
 
     def __iter__(self) -> Iterator[Frame]:
-        """Yields only the frames to analyse (image set); the rest are grabbed and skipped."""
+        """Yields only the frames to analyse (image set); the rest are grabbed and skipped.
+
+        With `prefetch` > 0 a decode thread runs ahead by up to that many analysed frames, so
+        decoding overlaps inference (both release the GIL); order and selection are unchanged.
+        """
+        if self.prefetch <= 0:
+            yield from self._frames()
+            return
+        q: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=self.prefetch)
+        halt = threading.Event()
+
+        def produce() -> None:
+            try:
+                for f in self._frames():
+                    while not halt.is_set():
+                        try:
+                            q.put(f, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                    if halt.is_set():
+                        return
+                q.put(None)
+            except BaseException as exc:  # hand decoder errors to the consumer
+                q.put(exc)
+
+        t = threading.Thread(target=produce, name=f"decode-{self.camera_id}", daemon=True)
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            halt.set()
+            t.join(10)
+
+    def _frames(self) -> Iterator[Frame]:
         last_slot = -1
         t0 = time.monotonic()
         seq = -1

@@ -1,0 +1,186 @@
+"""Edge throughput on a 4096x2160 H.264 25 fps clip, all measured in this one run:
+
+- decode_only_fps: the source alone (every frame demuxed + decoded, the 5 fps analysed ones
+  colour-converted): the ceiling of this box for this clip;
+- pipeline_fps: the full replay at 5 analysed frames/s (decode + cascade + tracking + rules
+  + evidence), in stream frames per second, and its ratio to the ceiling (goal >= 0.8);
+- ms per analysed frame by stage;
+- naive baseline: the same cascade through ultralytics' PyTorch `predict` (one call per
+  image, the usual way) with the same weights, when the .pt checkpoints exist.
+
+Prints one JSON object on its last line. The clip: the first 4096x2160 clip of
+sample_videos/ (rendered traffic), else a generated ffmpeg test pattern (then the cascade
+finds no vehicles and the number only measures decode + vehicle model; said in the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+ANALYSIS_FPS = 5.0
+
+
+def probe(path: Path) -> tuple[int, int, float]:
+    from edge.sources import probe as ffprobe
+
+    return ffprobe(str(path))
+
+
+def find_clip() -> tuple[Path, str]:
+    for p in sorted((REPO / "sample_videos").glob("*.mp4")):
+        try:
+            w, h, _ = probe(p)
+        except Exception:
+            continue
+        if (w, h) == (4096, 2160):
+            return p, "sample_videos (rendered traffic)"
+    out = Path(tempfile.gettempdir()) / "roadeye-bench" / "testsrc_4096x2160_25fps_8s.mp4"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc2=size=4096x2160:rate=25:duration=8", "-c:v", "libx264", "-preset", "veryfast",
+                        "-pix_fmt", "yuv420p", "-g", "50", str(out)], check=True)
+    return out, "generated ffmpeg testsrc2 (no vehicles in it: the cascade stops after the vehicle model)"
+
+
+def decode_only(clip: Path) -> dict[str, Any]:
+    from edge.sources import ReplaySource
+
+    src = ReplaySource("bench", clip, analysis_fps=ANALYSIS_FPS, prefetch=0)
+    t0 = time.perf_counter()
+    n_an = sum(1 for _ in src)
+    dt = time.perf_counter() - t0
+    return {"frames": src.frames_in, "analysed": n_an, "seconds": round(dt, 2),
+            "fps": round(src.frames_in / dt, 2)}
+
+
+def pipeline(clip: Path) -> dict[str, Any]:
+    from edge.event import EventMessage
+    from edge.pipeline import Pipeline
+    from edge.runner import build_cascade, build_models, camera_states, replay_config, replay_sources, run_replay
+
+    cfg = replay_config(clip, ANALYSIS_FPS)
+    models = build_models(cfg)
+    sources = replay_sources(cfg)
+    cams = camera_states(cfg, {s.camera_id: (s.width, s.height) for s in sources})
+    events: list[EventMessage] = []
+    p = Pipeline(build_cascade(cfg, models), cams, device_identity_unsigned(), models.refs, events.append,
+                 event_id_seed="bench")
+    stats = run_replay(p, sources)
+    n = max(stats.frames_analysed, 1)
+    return {"frames": stats.frames_in, "analysed": stats.frames_analysed, "seconds": round(stats.wall_s, 2),
+            "fps": round(stats.frames_in / stats.wall_s, 2), "events": stats.events,
+            "providers": sorted({getattr(m, "provider", "?") for m in (models.vehicles, models.occupants,
+                                                                        models.plates, models.plate_reader)
+                                 if m is not None}),
+            "ms_per_analysed_frame": {k: round(v / n, 2) for k, v in sorted(stats.stage_ms.items())}}
+
+
+def device_identity_unsigned() -> Any:
+    from edge.eventbuild import DeviceIdentity
+
+    return DeviceIdentity("bench", "bench")
+
+
+def find_pt(name: str) -> Path | None:
+    cands = []
+    if os.environ.get("ROADEYE_PT_DIR"):
+        cands.append(Path(os.environ["ROADEYE_PT_DIR"]) / f"{name}.pt")
+    cands += [REPO / "models" / f"{name}.pt", REPO / "runs" / "models" / name / "run" / "weights" / "best.pt",
+              REPO / "runs" / "models" / name / "run" / "weights" / "last.pt"]
+    return next((c for c in cands if c.is_file()), None)
+
+
+def naive_ultralytics(clip: Path) -> dict[str, Any]:
+    """The same cascade the usual way: decode with OpenCV, `YOLO(pt).predict` per image."""
+    pts = {n: find_pt(n) for n in ("vehicles", "plates", "occupants")}
+    missing = [n for n, p in pts.items() if p is None]
+    if missing:
+        return {"skipped": f"no PyTorch checkpoints for {missing} (looked in $ROADEYE_PT_DIR, models/*.pt, "
+                           "runs/models/<name>/run/weights/{best,last}.pt)"}
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".yolo"))
+    import cv2
+    from ultralytics import YOLO
+
+    from edge.detectors.plate_reader import OnnxPlateReader
+
+    vm, pm, om = (YOLO(str(pts[n])) for n in ("vehicles", "plates", "occupants"))
+    reader_path = REPO / "models" / "plate_reader.onnx"
+    reader = OnnxPlateReader(reader_path) if reader_path.is_file() else None
+    names = vm.names
+    cap = cv2.VideoCapture(str(clip))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = analysed = 0
+    t0 = time.perf_counter()
+    last_slot = -1
+    while cap.grab():
+        seq = frames
+        frames += 1
+        slot = int(seq * ANALYSIS_FPS / fps + 1e-9)
+        if slot <= last_slot:
+            continue
+        last_slot = slot
+        ok, img = cap.retrieve()
+        if not ok:
+            break
+        analysed += 1
+        r = vm.predict(img, imgsz=640, conf=0.35, verbose=False, device="cpu")[0]
+        for box, c in zip(r.boxes.xyxy.cpu().numpy(), r.boxes.cls.cpu().numpy(), strict=True):
+            x1, y1, x2, y2 = (int(v) for v in box)
+            crop = img[y1:y2, x1:x2]
+            if crop.size == 0:
+                continue
+            if names[int(c)] == "windshield":
+                om.predict(crop, imgsz=320, conf=0.25, verbose=False, device="cpu")
+            else:
+                pr = pm.predict(crop, imgsz=320, conf=0.35, verbose=False, device="cpu")[0]
+                if reader is not None:
+                    for pb in pr.boxes.xyxy.cpu().numpy():
+                        px1, py1, px2, py2 = (int(v) for v in pb)
+                        pc = crop[py1:py2, px1:px2]
+                        if pc.size:
+                            reader.read(pc)
+    dt = time.perf_counter() - t0
+    cap.release()
+    return {"frames": frames, "analysed": analysed, "seconds": round(dt, 2), "fps": round(frames / dt, 2),
+            "weights": {n: str(p) for n, p in pts.items()}}
+
+
+def main() -> None:
+    clip, origin = find_clip()
+    w, h, fps = probe(clip)
+    out: dict[str, Any] = {"clip": str(clip), "clip_origin": origin, "size": [w, h], "fps": fps,
+                           "analysis_fps": ANALYSIS_FPS, "cpu_count": os.cpu_count(),
+                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    out["decode_only"] = decode_only(clip)
+    if not (REPO / "models" / "vehicles.onnx").is_file():
+        out["pipeline"] = {"skipped": "models/vehicles.onnx is missing"}
+    else:
+        out["pipeline"] = pipeline(clip)
+        out["ratio_pipeline_to_decode"] = round(out["pipeline"]["fps"] / out["decode_only"]["fps"], 3)
+        out["ratio_goal"] = 0.8
+        try:
+            out["naive_ultralytics"] = naive_ultralytics(clip)
+        except Exception as exc:  # report, never hide
+            out["naive_ultralytics"] = {"error": f"{type(exc).__name__}: {exc}"}
+        nv = out["naive_ultralytics"]
+        if "fps" in nv:
+            out["speedup_vs_naive"] = round(out["pipeline"]["fps"] / nv["fps"], 2)
+            out["speedup_goal"] = 2.0
+    print(json.dumps(out, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
