@@ -1,0 +1,583 @@
+"""Plate reader: a compact CRNN trained with CTC in torch, exported to ONNX; ONNX evaluation.
+
+Why this design: plates are a short left-to-right sequence of glyphs from a closed
+68-character vocabulary, so a small conv stack that collapses the height, a BiLSTM for
+context (province glyphs look alike at 24 px; the position in the plate disambiguates)
+and CTC (no character segmentation labels needed) is accurate and runs in well under a
+millisecond per plate on a CPU. Input 32x96 BGR; two-row plates are laid out as one row
+before resizing (edge.detectors.plate_reader.split_two_row), the same code at train and
+run time.
+
+Direct use:
+    python -m models.train.plate_reader train --out /work/scratch/plate_reader/run --epochs 30
+    python -m models.train.plate_reader eval models/plate_reader.onnx ../shared/datasets/plates-cn-crops
+
+`train` imports torch; `evaluate` uses onnxruntime only (via edge.detectors.plate_reader).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.detectors.plate_reader import (
+    BLANK,
+    CHARSET,
+    OnnxPlateReader,
+    crop_layouts,
+    plate_text_valid,
+    preprocess_plate,
+)
+from models.train.plate_reader_data import (
+    REAL_CROPS,
+    REAL_SPLIT,
+    Augmenter,
+    imread,
+    is_real_crops,
+    is_scenes,
+    read_crop_labels,
+    rectify_quad,
+    scene_quads,
+)
+from models.train.plate_reader_data import (
+    datasets_root as _datasets_root,
+)
+
+__all__ = ["INPUT_SIZE", "MODEL_VERSION", "REAL_SPLIT", "evaluate", "export_onnx", "train"]
+
+log = logging.getLogger(__name__)
+
+INPUT_SIZE = (32, 96)  # (h, w)
+MODEL_VERSION = "1.0.0"
+NUM_CLASSES = len(CHARSET) + 1  # + CTC blank at index 0
+_CHAR_INDEX = {c: i + 1 for i, c in enumerate(CHARSET)}
+_TWO_ROW_KINDS = {"yellow_double"}
+STEPS_PER_EPOCH = 300
+BATCH = 64
+REAL_SHARE = 0.45  # share of each batch drawn from the real crops
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(num_classes: int = NUM_CLASSES, widths: tuple[int, int, int, int] = (16, 32, 64, 96)) -> Any:
+    """The CRNN: 6 conv layers (height 32 -> 2), 1x1 projection, BiLSTM, per-step classifier."""
+    import torch
+    from torch import nn
+
+    def cbr(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+
+    a, b, c, d = widths
+
+    class CRNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                *cbr(3, a), nn.MaxPool2d(2),            # 16 x 48
+                *cbr(a, b), nn.MaxPool2d(2),            # 8 x 24
+                *cbr(b, c), *cbr(c, c), nn.MaxPool2d((2, 1)),  # 4 x 24
+                *cbr(c, d), *cbr(d, d), nn.MaxPool2d((2, 1)),  # 2 x 24
+            )
+            self.proj = nn.Sequential(nn.Conv1d(d * 2, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+                                      nn.Dropout(0.1))
+            self.rnn = nn.LSTM(128, 96, bidirectional=True, batch_first=True)
+            self.head = nn.Linear(192, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            """x: [N, 3, 32, 96] BGR 0..255 -> logits [N, T, C]."""
+            f = self.features(x * (1.0 / 127.5) - 1.0)
+            n, ch, h, w = f.shape
+            f = self.proj(f.reshape(n, ch * h, w)).transpose(1, 2)
+            f, _ = self.rnn(f)
+            out: torch.Tensor = self.head(f)
+            return out
+
+    return CRNN()
+
+
+class _Softmaxed:
+    """Wraps the CRNN so the exported graph outputs probabilities (decoder needs no softmax)."""
+
+    @staticmethod
+    def make(model: Any) -> Any:
+        import torch
+        from torch import nn
+
+        class M(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.m = model
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return torch.softmax(self.m(x), dim=-1)
+
+        return M()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def encode(text: str) -> list[int]:
+    """Plate text -> class indices (1-based; 0 is the CTC blank)."""
+    try:
+        return [_CHAR_INDEX[c] for c in text]
+    except KeyError as exc:
+        raise ValueError(f"plate text {text!r} has a character outside the charset: {exc}") from None
+
+
+def names_metadata() -> dict[int, str]:
+    return {0: BLANK, **{i + 1: c for i, c in enumerate(CHARSET)}}
+
+
+class _Pool:
+    """In-memory samples (image, text, two_row) for one data source."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.images: list[np.ndarray] = []
+        self.texts: list[str] = []
+        self.two_row: list[bool] = []
+        self.manifest: list[str] = []
+
+    def add(self, img: np.ndarray, text: str, two_row: bool, ident: str) -> None:
+        self.images.append(img)
+        self.texts.append(text)
+        self.two_row.append(two_row)
+        self.manifest.append(f"{self.name},{ident},{text}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _load_real(root: Path, parts: str) -> _Pool:
+    pool = _Pool(f"{REAL_CROPS}:{parts}")
+    for p, t in REAL_SPLIT.files(root / REAL_CROPS, parts):
+        pool.add(imread(p), t, False, p.name)
+    return pool
+
+
+class _SynthSource:
+    """Rendered crops from a labels.csv (file,plate,kind,split) that may still be growing.
+
+    A renderer writing `labels.partial.csv` row by row lets training start before the
+    whole set exists; `refresh()` (called every epoch) adds the rows written since.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.train = _Pool(f"synth:{folder.name}")
+        self.val = _Pool(f"synth-val:{folder.name}")
+        self._rows_seen = 0
+
+    def refresh(self) -> int:
+        import csv
+
+        labels = self.folder / "labels.csv"
+        if not labels.is_file():
+            labels = self.folder / "labels.partial.csv"
+        if not labels.is_file():
+            raise FileNotFoundError(f"no labels.csv in {self.folder}")
+        with labels.open(encoding="utf-8", newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("split") and r.get("kind")]
+        added = 0
+        for row in rows[self._rows_seen :]:
+            try:
+                img = imread(self.folder / row["file"])
+            except (ValueError, OSError):
+                break  # the renderer is still writing this one
+            pool = self.val if row["split"] == "val" else self.train
+            pool.add(img, row["plate"], row["kind"] in _TWO_ROW_KINDS, row["file"])
+            self._rows_seen += 1
+            added += 1
+        return added
+
+
+def _render_synth(folder: Path, n: int, seed: int) -> Path:
+    """Render `n` degraded plate crops with models/synth/plates.py (cached by folder)."""
+    from models.synth.plates import write_plate_text_dataset
+
+    labels = folder / "labels.csv"
+    if labels.is_file():
+        return folder
+    log.info("rendering %d synthetic plates (seed %d) into %s", n, seed, folder)
+    write_plate_text_dataset(folder, n, seed)
+    return folder
+
+
+def _make_batch(pools: list[tuple[_Pool, float]], aug: dict[str, Augmenter], rng: np.random.Generator,
+                n: int) -> tuple[np.ndarray, list[str]]:
+    weights = np.array([w for _, w in pools], np.float64)
+    src = rng.choice(len(pools), size=n, p=weights / weights.sum())
+    xs, texts = [], []
+    for s in src:
+        pool = pools[int(s)][0]
+        i = int(rng.integers(len(pool)))
+        img = aug[pool.name](pool.images[i])
+        xs.append(preprocess_plate(img, INPUT_SIZE, pool.two_row[i]))
+        texts.append(pool.texts[i])
+    return np.stack(xs), texts
+
+
+def _decode_logits(logits: Any) -> list[str]:
+    from edge.detectors.plate_reader import ctc_greedy_decode
+
+    probs = logits.softmax(-1).detach().numpy()
+    charset = [BLANK, *CHARSET]
+    return [ctc_greedy_decode(p, charset).text for p in probs]
+
+
+def _accuracy(model: Any, pool: _Pool, limit: int = 2000) -> float:
+    import torch
+
+    if len(pool) == 0:
+        return float("nan")
+    model.eval()
+    ok = 0
+    n = min(limit, len(pool))
+    with torch.no_grad():
+        for i in range(0, n, 128):
+            idx = range(i, min(n, i + 128))
+            x = np.stack([preprocess_plate(pool.images[j], INPUT_SIZE, pool.two_row[j]) for j in idx])
+            preds = _decode_logits(model(torch.from_numpy(x)))
+            ok += sum(p == pool.texts[j] for p, j in zip(preds, idx, strict=True))
+    model.train()
+    return ok / n
+
+
+def export_onnx(model: Any, path: Path, *, data_hash: str, extra: dict[str, str] | None = None) -> Path:
+    """Export with a dynamic batch axis and the roadeye metadata (CONTRACTS.md)."""
+    import onnx
+    import torch
+
+    model.eval()
+    wrapped = _Softmaxed.make(model).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    dummy = torch.zeros(2, 3, *INPUT_SIZE)
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated but handles the LSTM with a dynamic batch
+        # (verified: batch 1 and 32 run); its LSTM batch-size warning does not apply since
+        # the initial states are zeros created inside the graph.
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        torch.onnx.export(wrapped, (dummy,), str(tmp), input_names=["images"], output_names=["probs"],
+                          dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    m = onnx.load(str(tmp))
+    meta = {
+        "names": json.dumps({str(k): v for k, v in names_metadata().items()}, ensure_ascii=False),
+        "imgsz": json.dumps(list(INPUT_SIZE)),
+        "version": MODEL_VERSION,
+        "task": "plate_ocr_ctc",
+        "data_hash": data_hash,
+        "roadeye_model": "plate_reader",
+        "blank": "0",
+        "input": "BGR uint8 values as float32 NCHW, 0..255; two-row plates split into one row "
+                 "(edge.detectors.plate_reader.preprocess_plate)",
+        "output": "probs [N, T, C] softmax per timestep; greedy CTC decode, blank = 0",
+        **(extra or {}),
+    }
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    tmp.unlink(missing_ok=True)
+    model.train()
+    return path
+
+
+def _manifest_hash(pools: list[tuple[_Pool, float]], out_dir: Path) -> str:
+    """Write train_manifest.txt (source,file,text per training sample) and return its sha256."""
+    manifest = "\n".join(sorted(line for p, _ in pools for line in p.manifest)) + "\n"
+    (out_dir / "train_manifest.txt").write_text(manifest, encoding="utf-8")
+    return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+
+
+def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | None, synth_n: int,
+          quick: bool = False, synth_dir: Path | None = None, holdout_val: bool = False,
+          threads: int = 1, steps_per_epoch: int | None = None) -> Path:
+    """Train the CRNN on the trainable 70% of plates-cn-crops + rendered plates; export ONNX.
+
+    Checkpoints every epoch to out_dir/last.pt and resumes from it when present (same
+    epochs / seed). `quick` is a tiny CI run (a few steps, a few hundred renders) that
+    proves the pipeline end to end in well under a minute. `holdout_val` keeps the 10%
+    monitoring part of the real split out of training (development runs).
+    Returns the path of the exported ONNX file (out_dir/plate_reader.onnx).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = _datasets_root(datasets_root)
+    steps = steps_per_epoch or (6 if quick else STEPS_PER_EPOCH)
+    batch = 16 if quick else BATCH
+
+    # ---- data
+    pools: list[tuple[_Pool, float]] = []
+    real_root = root / REAL_CROPS
+    real_val = _Pool("none")
+    if real_root.is_dir():
+        real = _load_real(root, "train" if holdout_val else "trainable")
+        if quick:
+            real.images, real.texts, real.two_row = real.images[:64], real.texts[:64], real.two_row[:64]
+            real.manifest = real.manifest[:64]
+        pools.append((real, REAL_SHARE))
+        if holdout_val:
+            real_val = _load_real(root, "val")
+        log.info("real crops: %d training (%s)", len(real), real.name)
+    else:
+        log.warning("%s not found: training on rendered plates only", real_root)
+    synth: _SynthSource | None = None
+    if synth_n > 0 or synth_dir is not None:
+        folder = synth_dir or _render_synth(out_dir / f"synth_s{seed + 1000}_n{synth_n}", synth_n, seed + 1000)
+        synth = _SynthSource(folder)
+        synth.refresh()
+        pools.append((synth.train, 1.0 - REAL_SHARE if pools else 1.0))
+        log.info("synthetic crops: %d training, %d val (%s)", len(synth.train), len(synth.val), folder)
+    if not pools:
+        raise ValueError(f"no training data: {real_root} is missing and synth_n is 0")
+    # resume key: what the run was configured with (a growing synthetic set keeps its key)
+    real_lines = [line for p, _ in pools if p.name.startswith(REAL_CROPS) for line in p.manifest]
+    run_key = hashlib.sha256("\n".join([*real_lines, str(synth_n), str(synth.folder if synth else ""),
+                                         str(seed)]).encode()).hexdigest()
+
+    rng = np.random.default_rng(seed)
+    aug = {p.name: Augmenter(rng, strength=1.0 if p.name.startswith(REAL_CROPS) else 0.6) for p, _ in pools}
+
+    # ---- model / optimiser / resume
+    model = build_model()
+    total = epochs * steps
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(total, 1),
+                                                pct_start=0.1 if not quick else 0.3)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    start_epoch = 0
+    ckpt = out_dir / "last.pt"
+    history: list[dict[str, float]] = []
+    if ckpt.is_file() and not quick:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state.get("epochs") == epochs and state.get("run_key") == run_key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch = int(state["epoch"]) + 1
+            history = list(state.get("history", []))
+            if synth is not None:
+                synth.refresh()
+            log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+        else:
+            log.warning("ignoring %s: made for another schedule or training set", ckpt)
+
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        if synth is not None and epoch > start_epoch:
+            synth.refresh()
+        if synth is not None and len(pools) == 2:  # don't oversample a still-small rendered set
+            pools[1] = (synth.train, (1.0 - REAL_SHARE) * min(1.0, len(synth.train) / 8000))
+        losses = []
+        for _ in range(steps):
+            x, texts = _make_batch(pools, aug, rng, batch)
+            targets = torch.tensor([i for t in texts for i in encode(t)], dtype=torch.long)
+            tlen = torch.tensor([len(t) for t in texts], dtype=torch.long)
+            logits = model(torch.from_numpy(x))
+            lp = logits.log_softmax(-1).transpose(0, 1)  # [T, N, C]
+            ilen = torch.full((lp.shape[1],), lp.shape[0], dtype=torch.long)
+            loss = ctc(lp, targets, ilen, tlen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)), "sec": time.time() - t0,
+               "lr": float(sched.get_last_lr()[0])}
+        if not quick:
+            rec["real_val_exact"] = _accuracy(model, real_val)
+            rec["synth_val_exact"] = _accuracy(model, synth.val, 1000) if synth else float("nan")
+            rec["synth_train_n"] = len(synth.train) if synth else 0
+        history.append(rec)
+        log.info("epoch %d/%d %s", epoch + 1, epochs, json.dumps(rec))
+        print(json.dumps(rec), flush=True)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                    "epochs": epochs, "run_key": run_key, "history": history}, ckpt)
+        if not quick and (epoch % 5 == 4 or epoch == epochs - 1):
+            export_onnx(model, out_dir / f"plate_reader_e{epoch + 1:03d}.onnx",
+                        data_hash=_manifest_hash(pools, out_dir), extra={"epochs": str(epoch + 1), "seed": str(seed)})
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    data_hash = _manifest_hash(pools, out_dir)
+    return export_onnx(model, out_dir / "plate_reader.onnx", data_hash=data_hash,
+                       extra={"epochs": str(epochs), "seed": str(seed), "synth_n": str(synth_n),
+                              "real_train": str(sum(len(p) for p, _ in pools if p.name.startswith(REAL_CROPS)))})
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _levenshtein_ops(a: str, b: str) -> tuple[int, list[tuple[str, str]]]:
+    """Edit distance a -> b and the (true, predicted) pairs of its substitutions/indels."""
+    n, m = len(a), len(b)
+    d = np.zeros((n + 1, m + 1), np.int32)
+    d[:, 0] = np.arange(n + 1)
+    d[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (a[i - 1] != b[j - 1]))
+    ops: list[tuple[str, str]] = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and d[i, j] == d[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
+            if a[i - 1] != b[j - 1]:
+                ops.append((a[i - 1], b[j - 1]))
+            i, j = i - 1, j - 1
+        elif i > 0 and d[i, j] == d[i - 1, j] + 1:
+            ops.append((a[i - 1], ""))
+            i -= 1
+        else:
+            ops.append(("", b[j - 1]))
+            j -= 1
+    return int(d[n, m]), ops
+
+
+def score_reads(truth: list[str], preds: list[str]) -> dict[str, Any]:
+    """Exact match, per-position accuracy, CER and top confusions of plate reads."""
+    n = len(truth)
+    if n == 0:
+        raise ValueError("no samples to score")
+    maxlen = max(len(t) for t in truth)
+    pos_ok = [0] * maxlen
+    pos_n = [0] * maxlen
+    cers = []
+    conf: Counter[tuple[str, str]] = Counter()
+    for t, p in zip(truth, preds, strict=True):
+        for i, c in enumerate(t):
+            pos_n[i] += 1
+            pos_ok[i] += int(i < len(p) and p[i] == c)
+        dist, ops = _levenshtein_ops(t, p)
+        cers.append(dist / max(len(t), 1))
+        conf.update(ops)
+    return {
+        "n": n,
+        "exact_match": sum(t == p for t, p in zip(truth, preds, strict=True)) / n,
+        "per_position_char_accuracy": [round(o / k, 4) for o, k in zip(pos_ok, pos_n, strict=True)],
+        "char_accuracy": round(sum(pos_ok) / sum(pos_n), 4),
+        "mean_cer": round(float(np.mean(cers)), 4),
+        "length_correct": sum(len(t) == len(p) for t, p in zip(truth, preds, strict=True)) / n,
+        "format_valid": sum(plate_text_valid(p) for p in preds) / n,
+        "confusions_top10": [{"true": a or "∅", "pred": b or "∅", "count": c} for (a, b), c in
+                             conf.most_common(10)],
+    }
+
+
+def _timing(reader: OnnxPlateReader, crops: list[np.ndarray], batch: int = 32) -> dict[str, float]:
+    sample = crops[: min(len(crops), 200)]
+    t = time.perf_counter()
+    for c in sample:
+        reader.read_batch([c])
+    b1 = (time.perf_counter() - t) / len(sample) * 1000
+    t = time.perf_counter()
+    for i in range(0, len(crops), batch):
+        reader.read_batch(crops[i : i + batch])
+    bn = (time.perf_counter() - t) / len(crops) * 1000
+    return {"ms_per_plate_batch1": round(b1, 3), f"ms_per_plate_batch{batch}": round(bn, 3)}
+
+
+def load_eval_set(data: Path, part: str = "test") -> tuple[list[np.ndarray], list[str], str]:
+    """Crops, texts and a description for any supported eval folder.
+
+    plates-cn-crops (native): its fixed held-back split `part` (default the 30% test part);
+    plates-cn-scenes (CCPD corners in labels.csv): each plate's quad rectified to a crop;
+    otherwise a folder of crops named by their text or with labels.csv (file,plate).
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"evaluation data folder not found: {data}")
+    if is_scenes(data):
+        crops, texts = [], []
+        for img_path, text, quad in scene_quads(data):
+            crops.append(rectify_quad(imread(img_path), quad))
+            texts.append(text)
+        return crops, texts, f"{data.name}: plate quads from labelled corners, rectified"
+    if is_real_crops(data):
+        pairs = REAL_SPLIT.files(data, part)
+        desc = f"{data.name}: fixed REAL_SPLIT part '{part}' ({REAL_SPLIT.test_fraction:.0%} test held back)"
+    else:
+        pairs = read_crop_labels(data)
+        desc = f"{data.name}: all labelled crops"
+    return [imread(p) for p, _ in pairs], [t for _, t in pairs], desc
+
+
+def evaluate(onnx_path: Path, data: Path, *, part: str = "test", providers: list[str] | None = None,
+             errors: int = 20) -> dict[str, Any]:
+    """Metrics of the exported model on `data`, through onnxruntime only (no torch)."""
+    crops, texts, desc = load_eval_set(Path(data), part)
+    reader = OnnxPlateReader(onnx_path, providers)
+    reads = []
+    for i in range(0, len(crops), 32):
+        reads.extend(reader.read_batch(crops[i : i + 32]))
+    preds = [r.text for r in reads]
+    out: dict[str, Any] = {"model": str(onnx_path), "data": str(data), "set": desc,
+                           "provider": reader.provider}
+    out.update(score_reads(texts, preds))
+    out["mean_confidence_correct"] = _mean([r.confidence for r, t in zip(reads, texts, strict=True)
+                                            if r.text == t])
+    out["mean_confidence_wrong"] = _mean([r.confidence for r, t in zip(reads, texts, strict=True)
+                                          if r.text != t])
+    out["two_row_or_ambiguous_crops"] = sum(crop_layouts(c) != (False,) for c in crops)
+    out.update(_timing(reader, crops))
+    out["errors"] = [{"true": t, "pred": r.text, "confidence": round(r.confidence, 3)}
+                     for r, t in zip(reads, texts, strict=True) if r.text != t][:errors]
+    return out
+
+
+def _mean(v: list[float]) -> float | None:
+    return round(float(np.mean(v)), 4) if v else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train + export ONNX")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--datasets", type=Path, default=None)
+    t.add_argument("--synth-n", type=int, default=30000)
+    t.add_argument("--synth-dir", type=Path, default=None)
+    t.add_argument("--holdout-val", action="store_true")
+    t.add_argument("--quick", action="store_true")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--steps-per-epoch", type=int, default=None, help=f"default {STEPS_PER_EPOCH}")
+    e = sub.add_parser("eval", help="evaluate an ONNX file (onnxruntime), print JSON")
+    e.add_argument("onnx", type=Path)
+    e.add_argument("data", type=Path)
+    e.add_argument("--part", default="test")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.cmd == "train":
+        p = train(a.out, epochs=a.epochs, seed=a.seed, datasets_root=a.datasets, synth_n=a.synth_n,
+                  quick=a.quick, synth_dir=a.synth_dir, holdout_val=a.holdout_val, threads=a.threads,
+                  steps_per_epoch=a.steps_per_epoch)
+        print(p)
+    else:
+        print(json.dumps(evaluate(a.onnx, a.data, part=a.part), ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()
