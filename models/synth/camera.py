@@ -85,9 +85,14 @@ class Camera:
         q = np.c_[p, np.ones(len(p))] @ self.homography_image_to_road().T
         return q[:, :2] / q[:, 2:3]
 
-    def ground_distance_at_row(self, v: float) -> float:
-        """Road distance y (m) seen at image row v on the optical-centre column."""
-        return float(self.image_to_road(np.array([[self.principal[0], v]]))[0, 1])
+    def ground_distance_at_row(self, v: float, horizon_m: float = 1000.0) -> float:
+        """Road distance y (m) seen at image row v on the optical-centre column;
+        `horizon_m` when that row looks at or above the horizon."""
+        d = self.R.T @ np.array([0.0, (v - self.principal[1]) / self.focal_px, 1.0])
+        if d[2] > -1e-6:
+            return horizon_m
+        t = -self.height_m / d[2]
+        return float(min(t * d[1], horizon_m))
 
     def crop(self, x0: int, y0: int, w: int, h: int) -> Camera:
         cx, cy = self.principal
@@ -105,5 +110,7 @@ def enforcement_camera(width: int = 4096, height: int = 2160, *, height_m: float
     `aim_distance_m` ahead, and the focal length gives ~14.6 m of road width there at 4096 px
     (1-3 lanes, a driver's face ~45 px wide at 25 m). Focal scales with image width."""
     focal = 7000.0 * width / 4096
-    tilt = math.degrees(math.atan2(height_m, aim_distance_m))
+    # Keep the horizon out of the frame (enforcement cameras look at the road, not the sky).
+    half_v = math.degrees(math.atan2(height / 2, focal))
+    tilt = max(math.degrees(math.atan2(height_m, aim_distance_m)), half_v + 1.5)
     return Camera(width, height, focal, height_m=height_m, tilt_deg=tilt, yaw_deg=yaw_deg, x_m=x_m)

@@ -393,7 +393,7 @@ def _bbox(mask: np.ndarray, x0: int, y0: int) -> tuple[int, int, int, int] | Non
     if len(ys) == 0:
         return None
     xs = np.flatnonzero(mask.any(0))
-    return (int(xs[0]) + x0, int(ys[0]) + y0, int(xs[-1]) + 1 + x0, int(ys[-1]) + 1 + y0)
+    return (int(xs[0] + x0), int(ys[0] + y0), int(xs[-1] + 1 + x0), int(ys[-1] + 1 + y0))
 
 
 def _shadow(frame: np.ndarray, cam: Camera, a: Actor, light: Lighting) -> None:

@@ -40,7 +40,8 @@ def random_camera(rng: np.random.Generator, *, width: int = 4096, height: int = 
 
 def visible_range(cam: Camera) -> tuple[float, float]:
     """Road distances (m) seen at the bottom and the top image rows."""
-    return cam.ground_distance_at_row(cam.height - 1), min(cam.ground_distance_at_row(0), 150.0)
+    near = cam.ground_distance_at_row(cam.height - 1)
+    return near, max(near + 5.0, min(cam.ground_distance_at_row(0), 150.0))
 
 
 def place_actors(rng: np.random.Generator, cam: Camera, layout: RoadLayout, light: Lighting, n: int, *,

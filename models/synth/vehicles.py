@@ -424,7 +424,7 @@ def draw_vehicle(model: VehicleModel, cam: Camera, x: float, y_front: float, lig
             if plate_tex is not None:
                 _texture(img, alpha, plate_tex[0], None, q - [X0, Y0], plate_m, tex_alpha=plate_tex[1])
     lp, _ = cam.project(np.array(model.lights) + off) if model.lights else (np.zeros((0, 2)), None)
-    return Sprite(X0, Y0, img, alpha, glass_m, plate_m, ids_out, lp, dist)
+    return Sprite(int(X0), int(Y0), img, alpha, glass_m, plate_m, ids_out, lp, dist)
 
 
 def _texture(img: np.ndarray, alpha: np.ndarray, tex: np.ndarray, ids: np.ndarray | None, quad: np.ndarray,
