@@ -116,6 +116,29 @@ def make_message(
         (EvidenceKind.DRIVER_CROP, driver, dw, dh, driver_boxes),
         (EvidenceKind.PLATE_CROP, plate_img, 160, 48, [("plate", (2.0, 2.0, 158.0, 46.0))]),
     ]
+    return assemble(device, items, plate_text=plate_text, plate_box=pl, vehicle_box=veh, violation=violation,
+                    captured_at=at, confidence=confidence, seed=seed, sign=sign)
+
+
+Boxes = list[tuple[str, tuple[float, float, float, float]]]
+
+
+def assemble(
+    device: SampleDevice,
+    items: list[tuple[EvidenceKind, bytes, int, int, Boxes]],
+    *,
+    plate_text: str | None,
+    plate_box: tuple[float, float, float, float],
+    vehicle_box: tuple[float, float, float, float],
+    violation: ViolationType,
+    captured_at: datetime,
+    confidence: float | None = None,
+    seed: int = 0,
+    sign: bool = True,
+) -> tuple[EventMessage, dict[str, bytes]]:
+    """Build (and sign) an event around given evidence images and their boxes."""
+    rng = random.Random(seed)
+    at, pl, veh = captured_at, plate_box, vehicle_box
     evidence, blobs = [], {}
     for kind, data, w, h, boxes in items:
         sha = hashlib.sha256(data).hexdigest()

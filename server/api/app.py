@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from server.api.deps import AppServices
@@ -88,7 +90,19 @@ def create_app(cfg: ServerConfig, db: Database, store: EvidenceStore, collector:
             body["collector_connected"] = collector.connected.is_set()
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    from server.web.views import html_error
     from server.web.views import router as web_router
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """JSON for the API, a proper page for people."""
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+            return await http_exception_handler(request, exc)
+        return html_error(request, exc.status_code, str(exc.detail))
 
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")

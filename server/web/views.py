@@ -53,6 +53,20 @@ def _page(request: Request, name: str, user: User | None, **ctx: Any) -> HTMLRes
         "second_stage": svc.cfg.web.second_stage_review, **ctx})
 
 
+def html_error(request: Request, status_code: int, detail: str) -> HTMLResponse:
+    from http import HTTPStatus
+
+    svc: AppServices = request.app.state.services
+    with svc.db.sessionmaker() as s:
+        from server.auth import session_user
+
+        user = session_user(s, request.state.session)
+        resp = _page(request, "error.html", user, status_code=status_code, detail=detail,
+                     title=HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else "")
+    resp.status_code = status_code
+    return resp
+
+
 def _need(user: User | None, request: Request, role: Role = Role.VIEWER) -> User:
     if user is None:
         raise _Login()

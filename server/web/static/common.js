@@ -12,7 +12,7 @@ const roadeye = (() => {
       opts.body = JSON.stringify(body);
     }
     const r = await fetch(url, opts);
-    if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("login required"); }
+    if (r.status === 401 && !url.startsWith("/api/auth/")) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("login required"); }
     const data = r.status === 204 ? null : await r.json().catch(() => null);
     if (!r.ok) {
       let msg = data && data.detail ? data.detail : r.statusText;
@@ -31,16 +31,20 @@ const roadeye = (() => {
   function figure(el, ev, opts = {}) {
     el.textContent = "";
     if (!ev) { el.innerHTML = '<div class="noimg">not available</div>'; return; }
+    // The frame shrink-wraps the image, so the overlay covers exactly the picture.
+    const frame = document.createElement("div");
+    frame.className = "frame";
     const img = new Image();
     img.src = ev.url; img.alt = ev.kind.replace("_", " "); img.decoding = "async";
     img.width = ev.width; img.height = ev.height;
-    el.appendChild(img);
+    frame.appendChild(img);
+    el.appendChild(frame);
     const svg = document.createElementNS(SVGNS, "svg");
     svg.setAttribute("viewBox", `0 0 ${ev.width} ${ev.height}`);
     svg.setAttribute("preserveAspectRatio", "none");
     svg.classList.add("boxes");
     const stroke = Math.max(1.5, ev.width / 400);
-    const font = Math.max(10, ev.width / 55);
+    const font = Math.max(14, ev.width / 40);
     for (const b of ev.boxes || []) {
       const c = COLORS[b.label] || "#ffb000";
       const { x1, y1, x2, y2 } = b.box;
@@ -58,7 +62,7 @@ const roadeye = (() => {
         svg.appendChild(t);
       }
     }
-    el.appendChild(svg);
+    frame.appendChild(svg);
   }
 
   let toastTimer;

@@ -5,7 +5,9 @@
 
 (() => {
   const cfg = JSON.parse(document.getElementById("queue-config").textContent);
-  const REASONS = Object.keys(cfg.reasons);
+  // [code, label] pairs in keyboard order (a JSON object would lose the order)
+  const REASONS = cfg.reasons.map((r) => r[0]);
+  const REASON_LABEL = Object.fromEntries(cfg.reasons);
   const $ = (id) => document.getElementById(id);
   const state = {
     stage: 1, buffer: [], cur: null, history: [], hpos: -1, skipped: new Set(), fetching: null,
@@ -83,7 +85,7 @@
     $("f-stage").textContent = ev.status === "second_review" ? "2nd review" : "";
     $("f-prior").classList.toggle("hidden", !first || ev.status !== "second_review");
     if (first) $("f-prior").textContent = `1st review by ${first.reviewer}: ${first.decision}` +
-      (first.reason_code ? ` (${cfg.reasons[first.reason_code]})` : "");
+      (first.reason_code ? ` (${REASON_LABEL[first.reason_code]})` : "");
     const plate = $("plate-text");
     plate.value = (h && h.plate) || ev.plate_corrected || ev.plate_text || "";
     $("plate-conf").textContent = ev.plate_confidence != null ? `read ${ev.plate_confidence.toFixed(2)}` : "";
@@ -92,7 +94,7 @@
     $("btn-confirm").disabled = !!decided; $("btn-reject").disabled = !!decided;
     plate.disabled = !!decided;
     if (decided) {
-      $("f-stage").textContent = h.decision === "confirmed" ? "✔ you confirmed" : `✖ you rejected (${cfg.reasons[h.reason]})`;
+      $("f-stage").textContent = h.decision === "confirmed" ? "✔ you confirmed" : `✖ you rejected (${REASON_LABEL[h.reason]})`;
     }
     document.querySelectorAll(".boxes").forEach((s) => s.classList.toggle("hidden", !state.showBoxes));
     showReasons(false);
