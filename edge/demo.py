@@ -94,14 +94,20 @@ def pick_clip(clip: str | None) -> Path:
               show_default=True, help="Broker config, keys, outbox, server data.")
 @click.option("--http-port", type=int, default=8080, show_default=True)
 @click.option("--analysis-fps", type=float, default=5.0, show_default=True)
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=REPO_ROOT / "models", show_default=True, help="Folder with the four .onnx models.")
 @click.option("--keep-running/--exit", default=True, show_default=True,
               help="Keep broker and server up after the replay until Ctrl-C.")
-def demo(clip: str | None, workdir: Path, http_port: int, analysis_fps: float, keep_running: bool) -> None:
+def demo(clip: str | None, workdir: Path, http_port: int, analysis_fps: float, models_dir: Path,
+         keep_running: bool) -> None:
     """Replay a sample clip through a local broker into the collector and review app."""
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if mosquitto is None:
         raise click.ClickException("mosquitto is not installed (apt-get install mosquitto)")
     video = pick_clip(clip).resolve()
+    if not (models_dir / "vehicles.onnx").is_file():
+        raise click.ClickException(f"no trained models in {models_dir} (vehicles.onnx missing); "
+                                   "train them with `roadeye models train ...` or pass --models DIR")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -155,7 +161,7 @@ def demo(clip: str | None, workdir: Path, http_port: int, analysis_fps: float, k
             "cameras": [{"id": "cam1", "source": str(video), "analysis_fps": analysis_fps,
                          **({"calibration": str(video.with_name(video.stem + ".camera.yaml"))}
                             if video.with_name(video.stem + ".camera.yaml").is_file() else {})}],
-            "models": {k: str(REPO_ROOT / "models" / f"{k}.onnx")
+            "models": {k: str(models_dir.resolve() / f"{k}.onnx")
                        for k in ("vehicles", "plates", "occupants", "plate_reader")},
             "broker": {"host": "127.0.0.1", "port": port, "client_id": f"roadeye-edge-{device}"},
             "outbox": {"path": str(workdir / "outbox.sqlite3")},

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def status_payload(state: str, device_id: str) -> bytes:
-    return json.dumps({"state": state, "device_id": device_id,
+    return json.dumps({"status": state, "device_id": device_id,
                        "at": utc_now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}).encode()
 
 

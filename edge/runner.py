@@ -198,6 +198,12 @@ class LiveRunner:
             for s in self.sources:
                 s.stop()
             self.pipeline.flush()
+            # let readers leave a blocking grab and release their decoders before exit
+            # (a capture destroyed mid-read by interpreter shutdown aborts the process)
+            for s in self.sources:
+                s.join(s.read_timeout_s + s.open_timeout_s + 5)
+                if s.is_alive():
+                    log.warning("camera %s reader did not stop in time", s.camera_id)
 
     def _update_metrics(self) -> None:
         if self.metrics is None:

@@ -61,13 +61,13 @@ def test_last_will_marks_a_killed_box_offline(mosquitto, tmp_path: Path) -> None
     proc, ids = start_worker(tmp_path / "outbox.sqlite3", mosquitto.host, mosquitto.port)
     assert rec.wait_for(set(ids), 20)
     deadline = time.monotonic() + 10
-    while rec.status.get("state") != "online" and time.monotonic() < deadline:
+    while rec.status.get("status") != "online" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert rec.status.get("state") == "online"
+    assert rec.status.get("status") == "online"
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     deadline = time.monotonic() + 15
-    while rec.status.get("state") != "offline" and time.monotonic() < deadline:
+    while rec.status.get("status") != "offline" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert rec.status == {"state": "offline", "device_id": "box-01", "at": rec.status.get("at")}
+    assert rec.status == {"status": "offline", "device_id": "box-01", "at": rec.status.get("at")}
     rec.close()

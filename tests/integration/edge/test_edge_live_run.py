@@ -60,7 +60,7 @@ def test_live_run_rtsp_to_mqtt(mosquitto, rtsp_server_factory, tmp_path: Path) -
             time.sleep(0.5)
         assert analysed >= 8, "live pipeline did not analyse frames"
         assert metric(mport, "roadeye_stage_seconds_count") > 0
-        assert rec.status.get("state") == "online"
+        assert rec.status.get("status") == "online"
         deadline = time.monotonic() + 10
         while not rec.heartbeats and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -74,7 +74,7 @@ def test_live_run_rtsp_to_mqtt(mosquitto, rtsp_server_factory, tmp_path: Path) -
             time.sleep(0.1)
         assert len(rec.events) == 1, out
         time.sleep(0.5)
-        assert rec.status.get("state") == "offline"
+        assert rec.status.get("status") == "offline"
     finally:
         if proc.poll() is None:
             proc.kill()

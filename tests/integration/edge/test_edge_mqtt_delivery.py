@@ -52,12 +52,12 @@ def test_events_arrive_exactly_once_with_status_and_heartbeat(mosquitto, tmp_pat
     assert pub.wait_drained(10)
     time.sleep(1.0)  # anything duplicated would show up by now
     assert rec.counts() == {i: 1 for i in ids}
-    assert rec.status.get("state") == "online"
+    assert rec.status.get("status") == "online"
     assert rec.heartbeats and rec.heartbeats[-1]["cameras"]["cam1"]["fps_analysed"] == 5
     assert ob.depth() == (0, 0)
     pub.stop()
     time.sleep(0.5)
-    assert rec.status.get("state") == "offline"
+    assert rec.status.get("status") == "offline"
     rec.close()
 
 
