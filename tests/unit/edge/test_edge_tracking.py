@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from edge.tracking import ByteTrack, TrackState
 from edge.types import Detections
@@ -70,3 +71,16 @@ def test_flush_ends_every_track() -> None:
     t.update(dets([[0, 0, 100, 100], [200, 200, 300, 300]]))
     assert sorted(x.track_id for x in t.flush()) == [1, 2]
     assert t.tracks == []
+
+
+@pytest.mark.parametrize(("buffer", "expected_ids"), [(0.0, None), (0.3, 1)])
+def test_fast_vehicle_keeps_one_id_with_buffered_iou(buffer: float, expected_ids: int | None) -> None:
+    """Moving 90 % of its width per frame: plain IoU loses it at once, buffered IoU keeps it."""
+    t = ByteTrack(box_buffer=buffer)
+    ids = set()
+    for i in range(8):
+        ids.update(t.update(dets([[90 * i, 0, 90 * i + 100, 100]])).tracker_id.tolist())
+    if expected_ids is None:
+        assert len(ids) > 1
+    else:
+        assert len(ids) == expected_ids
