@@ -11,6 +11,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.event import (
+    MAX_MESSAGE_BYTES,
     Box,
     ClockSource,
     ClockSync,
@@ -95,11 +96,16 @@ def build_message(
             plate_img, plate_priv = plate_cand.frame.image, plate_cand.privacy
     elif obs.plate is not None:
         plate_box = obs.plate.box
-    blobs = build_evidence(
-        frame.image, cand.privacy, boxes, occ.driver_box if occ is not None else None,
-        plate_image=plate_img, plate_privacy=plate_priv, plate_box=plate_box,
-        plate_label=("plate", plate.confidence if plate else 1.0),
-    )
+    # the message (base64 evidence) must fit the collector's limit: lower the overview's
+    # JPEG quality step by step for very detailed (noisy, night, rain) 9 MP frames
+    for quality in (85, 75, 65, 50, 35):
+        blobs = build_evidence(
+            frame.image, cand.privacy, boxes, occ.driver_box if occ is not None else None,
+            plate_image=plate_img, plate_privacy=plate_priv, plate_box=plate_box,
+            plate_label=("plate", plate.confidence if plate else 1.0), overview_quality=quality,
+        )
+        if sum(len(b.data) for b in blobs) * 4 // 3 + 64_000 <= MAX_MESSAGE_BYTES:
+            break
 
     plate_read = None
     if plate is not None and plate_box is not None:

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     event_id   TEXT NOT NULL UNIQUE,
     topic      TEXT NOT NULL,
     payload    BLOB NOT NULL,
+    size       INTEGER NOT NULL,
     created_at REAL NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0
 );
@@ -53,6 +54,8 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        self._n, self._bytes = int(n), int(size)  # kept in memory: no table scan per event
         self._alarm = False
         self._check_alarm()
 
@@ -61,17 +64,23 @@ class Outbox:
         """Commit one message durably. Returns False when that event_id is already queued."""
         with self._lock:
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO outbox(event_id, topic, payload, created_at) VALUES (?,?,?,?)",
-                (event_id, topic, payload, time.time()),
+                "INSERT OR IGNORE INTO outbox(event_id, topic, payload, size, created_at) VALUES (?,?,?,?,?)",
+                (event_id, topic, payload, len(payload), time.time()),
             )
             added = cur.rowcount == 1
+            if added:
+                self._n += 1
+                self._bytes += len(payload)
         self._check_alarm()
         return added
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged this message: forget it."""
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            row = self._db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,)).fetchone()
+            if row is not None:
+                self._n -= 1
+                self._bytes -= int(row[0])
         self._check_alarm()
 
     def mark_attempt(self, seq: int) -> None:
@@ -91,8 +100,7 @@ class Outbox:
     def depth(self) -> tuple[int, int]:
         """(events, payload bytes) waiting."""
         with self._lock:
-            n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
-        return int(n), int(size)
+            return self._n, self._bytes
 
     @property
     def alarm(self) -> bool:
