@@ -123,18 +123,27 @@ class Cascade:
 
     # -- stages ---------------------------------------------------------------------------
     def detect_vehicles(self, frames: Sequence[Frame]) -> list[Detections]:
-        """Downscale (INTER_AREA, long side = model input) and detect; boxes back in full-res pixels."""
+        """Downscale and detect; boxes back in full-resolution pixels.
+
+        The frame is area-averaged by the largest INTEGER factor that keeps it at least the
+        model's input size (OpenCV's fast path: ~40 ms instead of ~100 ms for 4096x2160 on
+        one core); the detector's letterbox does the small remaining step (also INTER_AREA,
+        as in training).
+        """
         t0 = time.perf_counter()
         target = max(self.vehicles.input_size)
         smalls, scales = [], []
         for f in frames:
             assert f.image is not None
             h, w = f.image.shape[:2]
-            s = min(1.0, target / max(h, w))
-            img = f.image if s >= 1.0 else np.asarray(cv2.resize(
-                f.image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), np.uint8)
+            k = max(1, int(max(h, w) // target))
+            if k >= 2:
+                img = np.asarray(cv2.resize(f.image, None, fx=1.0 / k, fy=1.0 / k,
+                                            interpolation=cv2.INTER_AREA), np.uint8)
+            else:
+                img = f.image
             smalls.append(img)
-            scales.append(s)
+            scales.append(img.shape[1] / w)
         t0 = self._time("downscale", t0)
         dets = self.vehicles.detect_batch(smalls)
         self._time("vehicles", t0)
