@@ -61,12 +61,15 @@ def _spec(pattern: str, cols: int, rows: int, square_mm: float, marker_mm: float
               help="Camera YAML to write the lens into (created if missing, other sections kept).")
 @click.option("--camera-id", default=None, help="Camera id when creating the file (default: file name).")
 @click.option("--no-k3", is_flag=True, help="Fix k3 = 0 (fewer views / narrow lenses).")
+@click.option("--robust", is_flag=True,
+              help="Also try OpenCV's sector-based checkerboard detector (blurred / low-contrast views; slower).")
 @click.option("--video-step", type=int, default=15, show_default=True, help="Use every Nth frame of videos.")
 @click.option("--max-rms", type=float, default=1.0, show_default=True,
               help="Refuse to write a calibration whose reprojection RMS (px) is above this.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write a JSON report.")
 def lens(images: tuple[str, ...], pattern: str, cols: int, rows: int, square_mm: float, marker_mm: float | None,
-         dictionary: str, legacy_charuco: bool, out: str, camera_id: str | None, no_k3: bool, video_step: int,
+         dictionary: str, legacy_charuco: bool, out: str, camera_id: str | None, no_k3: bool, robust: bool,
+         video_step: int,
          max_rms: float, json_out: str | None) -> None:
     """Intrinsics + distortion from IMAGES (files, directories or videos) of a board."""
     from calibration.camfile import load_or_new, write_camera
@@ -74,7 +77,7 @@ def lens(images: tuple[str, ...], pattern: str, cols: int, rows: int, square_mm:
 
     spec = _spec(pattern, cols, rows, square_mm, marker_mm, dictionary, legacy_charuco)
     try:
-        res = calibrate_lens(iter_frames(images, video_step), spec, fit_k3=not no_k3)
+        res = calibrate_lens(iter_frames(images, video_step), spec, fit_k3=not no_k3, robust=robust)
     except LensCalibrationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(res.summary())

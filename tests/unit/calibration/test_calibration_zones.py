@@ -25,7 +25,7 @@ SIZE = (1920, 1080)
 
 def test_parse_points() -> None:
     assert parse_points("1,2 3.5,4;5,6") == [[1, 2], [3.5, 4], [5, 6]]
-    with pytest.raises(ZoneError, match="'1;2' is not|not 'x,y'"):
+    with pytest.raises(ZoneError, match=r"'3' is not 'x,y'"):
         parse_points("1,2 3")
     with pytest.raises(ZoneError, match="non-numeric"):
         parse_points("a,2 3,4 5,6")
@@ -76,7 +76,8 @@ def test_cli_sets_zones_from_flags_and_snapshot_video(tmp_path: Path) -> None:
     r = CliRunner()
     res = r.invoke(calibrate, ["zones", "--camera", str(cam), "--snapshot", str(video),
                                "--capture", "10,350 630,350 400,100 200,100",
-                               "--lane", 'L1=10,350 320,350 300,100 200,100', "--lane", "L2=320,350 630,350 400,100 300,100",
+                               "--lane", "L1=10,350 320,350 300,100 200,100",
+                               "--lane", "L2=320,350 630,350 400,100 300,100",
                                "--exclude", "0,0 50,0 50,50", "--preview", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
     cal = load_camera(cam)
