@@ -42,59 +42,59 @@ class DeviceConfig(_Strict):
     key_path: Path | None = Field(
         default=None, description="Ed25519 private key (PEM) that signs events; None: events unsigned."
     )
-    clock_source: str = Field("unknown", description="ntp | ptp | gps | rtc | unknown (stated in events).")
-    clock_synchronized: bool = Field(False, description="Whether the clock source reports lock.")
+    clock_source: str = Field(default="unknown", description="ntp | ptp | gps | rtc | unknown (stated in events).")
+    clock_synchronized: bool = Field(default=False, description="Whether the clock source reports lock.")
 
 
 class CameraConfig(_Strict):
     id: Identifier = Field(description="Camera id (topic + events).")
     source: str = Field(description="rtsp://... URL, a video file path, or a V4L2 device (/dev/video0).")
-    decoder: DecoderBackend = Field(DecoderBackend.OPENCV, description="opencv | pyav | ffmpeg.")
+    decoder: DecoderBackend = Field(default=DecoderBackend.OPENCV, description="opencv | pyav | ffmpeg.")
     hwaccel: str | None = Field(
         default=None, description="FFmpeg -hwaccel value for the ffmpeg decoder (e.g. cuda, vaapi)."
     )
-    analysis_fps: float = Field(5.0, gt=0, le=120, description="Frames analysed per second.")
+    analysis_fps: float = Field(default=5.0, gt=0, le=120, description="Frames analysed per second.")
     calibration: Path | None = Field(
         default=None, description="Camera YAML (zones, thresholds); None: whole frame, defaults."
     )
-    open_timeout_s: float = Field(10.0, gt=0, description="RTSP open timeout.")
-    read_timeout_s: float = Field(5.0, gt=0, description="RTSP read timeout before reconnecting.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the exponential reconnect backoff.")
+    open_timeout_s: float = Field(default=10.0, gt=0, description="RTSP open timeout.")
+    read_timeout_s: float = Field(default=5.0, gt=0, description="RTSP read timeout before reconnecting.")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Cap of the exponential reconnect backoff.")
 
 
 class ModelsConfig(_Strict):
-    vehicles: Path = Field(Path("models/vehicles.onnx"), description="Vehicle + windshield detector.")
-    plates: Path | None = Field(Path("models/plates.onnx"), description="Plate detector on vehicle crops.")
-    occupants: Path = Field(Path("models/occupants.onnx"), description="Occupants on windshield crops.")
-    plate_reader: Path | None = Field(Path("models/plate_reader.onnx"), description="Plate text reader.")
+    vehicles: Path = Field(default=Path("models/vehicles.onnx"), description="Vehicle + windshield detector.")
+    plates: Path | None = Field(default=Path("models/plates.onnx"), description="Plate detector on vehicle crops.")
+    occupants: Path = Field(default=Path("models/occupants.onnx"), description="Occupants on windshield crops.")
+    plate_reader: Path | None = Field(default=Path("models/plate_reader.onnx"), description="Plate text reader.")
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime providers in preference order; CPU is always the fallback.",
     )
-    vehicle_conf: float = Field(0.35, ge=0, le=1, description="Vehicle detection threshold.")
-    plate_conf: float = Field(0.35, ge=0, le=1, description="Plate detection threshold.")
-    occupant_conf: float = Field(0.25, ge=0, le=1, description="Occupant detection threshold.")
+    vehicle_conf: float = Field(default=0.35, ge=0, le=1, description="Vehicle detection threshold.")
+    plate_conf: float = Field(default=0.35, ge=0, le=1, description="Plate detection threshold.")
+    occupant_conf: float = Field(default=0.25, ge=0, le=1, description="Occupant detection threshold.")
 
 
 class BrokerConfig(_Strict):
-    host: str = Field("127.0.0.1", description="MQTT broker host.")
-    port: int = Field(1883, ge=1, le=65535)
-    tls: bool = Field(False, description="Use TLS.")
+    host: str = Field(default="127.0.0.1", description="MQTT broker host.")
+    port: int = Field(default=1883, ge=1, le=65535)
+    tls: bool = Field(default=False, description="Use TLS.")
     ca_cert: Path | None = Field(default=None, description="CA bundle for TLS (None: system CAs).")
     client_cert: Path | None = None
     client_key: Path | None = None
     username: str | None = None
     password: str | None = None
     client_id: str | None = Field(default=None, description="MQTT client id (default: roadeye-edge-<device>).")
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    heartbeat_s: float = Field(30.0, gt=0, description="Heartbeat period.")
-    max_inflight: int = Field(20, ge=1, le=1000, description="Un-acked QoS 1 messages at once.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    heartbeat_s: float = Field(default=30.0, gt=0, description="Heartbeat period.")
+    max_inflight: int = Field(default=20, ge=1, le=1000, description="Un-acked QoS 1 messages at once.")
 
 
 class OutboxConfig(_Strict):
-    path: Path = Field(Path("var/edge/outbox.sqlite3"), description="SQLite outbox file.")
-    max_bytes: int = Field(2 * 1024**3, gt=0, description="Alarm when pending payloads exceed this.")
-    max_events: int = Field(100_000, gt=0, description="Alarm when pending events exceed this.")
+    path: Path = Field(default=Path("var/edge/outbox.sqlite3"), description="SQLite outbox file.")
+    max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Alarm when pending payloads exceed this.")
+    max_events: int = Field(default=100_000, gt=0, description="Alarm when pending events exceed this.")
 
 
 class EdgeConfig(_Strict):
@@ -104,7 +104,7 @@ class EdgeConfig(_Strict):
     broker: BrokerConfig | None = Field(default=None, description="None: no publishing (replay to file).")
     outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig.model_validate({}))
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus port; None: off.")
-    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths resolve against.")
+    base_dir: Path = Field(default=Path("."), exclude=True, description="Folder relative paths resolve against.")
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> EdgeConfig:

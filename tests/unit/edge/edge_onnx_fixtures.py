@@ -72,8 +72,8 @@ def _fixed_reader(path: Path, text: str) -> Path:
     model.ir_version = 8
     meta = {"names": json.dumps({str(i): ch for i, ch in enumerate(charset)}), "imgsz": json.dumps([48, 168]),
             "roadeye_model": "plate_reader", "version": "fixture-1", "blank": "0"}
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    for key, val in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=val))
     onnx.save(model, path)
     return path
 

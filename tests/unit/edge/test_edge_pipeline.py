@@ -105,6 +105,7 @@ def test_passengers_are_blurred_in_the_overview() -> None:
     (m,) = out
     ov = next(e for e in m.event.evidence if e.kind == EvidenceKind.OVERVIEW)
     img = cv2.imdecode(np.frombuffer(m.blobs()[ov.sha256], np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None
     original = scene_frames([BELTLESS], m.event.frame_seq + 1)[-1].image
     assert original is not None
     lo, hi = np.array(FACE) - 12, np.array(FACE) + 12
@@ -129,7 +130,8 @@ def test_replay_is_deterministic_including_event_ids() -> None:
 
 
 def test_vehicle_outside_capture_zone_gives_no_event() -> None:
-    zone = [[0, 500], [1920, 500], [1920, 1080], [0, 1080]]  # lower half only; BELTLESS drives at y 80-380
+    # lower half only; BELTLESS drives at y 80-380
+    zone = [[0.0, 500.0], [1920.0, 500.0], [1920.0, 1080.0], [0.0, 1080.0]]
     cal = CameraCalibration(camera_id="cam1", image_size=(1920, 1080), zones=Zones(capture=zone))
     p, out, _ = make(cal)
     run(p, scene_frames([BELTLESS, PHONER], 10))

@@ -84,7 +84,7 @@ def test_decide_all_one_decision_per_type_and_evidence_frame_is_best_view() -> N
     assert all(d.evidence_seq == 1 for d in ds)
 
 
-ZONE = [[0, 0], [1000, 0], [1000, 1000], [0, 1000]]
+ZONE = [[0.0, 0.0], [1000.0, 0.0], [1000.0, 1000.0], [0.0, 1000.0]]
 
 
 @pytest.mark.parametrize(("box", "zones", "inside"), [
