@@ -76,3 +76,14 @@ def test_check_config_cli(tmp_path: Path) -> None:
     bad = write(tmp_path, {**GOOD, "metrics_prot": 1})
     res = CliRunner().invoke(edge, ["check-config", str(bad)])
     assert res.exit_code != 0 and "metrics_prot" in res.output
+
+
+def test_shipped_example_config_is_valid() -> None:
+    import edge
+
+    path = Path(edge.__file__).with_name("box.example.yaml")
+    from edge.config import parse_config
+
+    cfg = parse_config(yaml.safe_load(path.read_text()), path.parent, str(path))
+    assert cfg.cameras[0].analysis_fps == 5
+    assert cfg.broker is not None and cfg.broker.tls
