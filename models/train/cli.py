@@ -42,6 +42,8 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
 @click.argument("name", type=click.Choice(ALL_MODELS))
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs (default: the recipe's).")
 @click.option("--imgsz", type=click.IntRange(32, 1920), default=None, help="Input size (default: recipe).")
+@click.option("--input-hw", default=None, metavar="HxW",
+              help="ONNX input size, e.g. 192x384 (default: recipe's input_hw, else IMGSZxIMGSZ).")
 @click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: recipe).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="YOLO data.yaml (or folder) to train on instead of fresh renders.")
@@ -64,7 +66,7 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
 @click.option("--device", default="cpu", show_default=True, help="torch device for training.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/models/<name>).")
-def train(name: str, epochs: int | None, imgsz: int | None, batch: int | None, data: Path | None,
+def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None, batch: int | None, data: Path | None,
           synth_n: int | None, seed: int | None, synth: bool, real: bool, datasets_dir: Path | None,
           hours: float | None, init: Path | None, resume: bool, quick: bool, install: bool | None,
           workers: int, device: str, out_dir: Path | None) -> None:
@@ -90,10 +92,20 @@ def train(name: str, epochs: int | None, imgsz: int | None, batch: int | None, d
 
     recipe = load_recipe(name)
     install = (not quick) if install is None else install
+    hw: tuple[int, int] | None = recipe.input_hw if imgsz is None and not quick else None
+    if input_hw:
+        try:
+            h_s, w_s = input_hw.lower().split("x")
+            hw = (int(h_s), int(w_s))
+        except ValueError as exc:
+            raise click.BadParameter(f"expected HxW such as 192x384, got {input_hw!r}",
+                                     param_hint="--input-hw") from exc
+        if hw[0] % 32 or hw[1] % 32:
+            raise click.BadParameter(f"{input_hw}: both sides must be multiples of 32", param_hint="--input-hw")
     args = TrainArgs(
         epochs=epochs or (1 if quick else recipe.epochs),
         imgsz=imgsz or (96 if quick else recipe.imgsz),
-        batch=batch or (4 if quick else recipe.batch),
+        batch=batch or (4 if quick else recipe.batch), input_hw=hw,
         workers=workers, hours=hours, init=str(init) if init else None, device=device,
         seed=seed if seed is not None else 0, cache=False if quick else "ram",
     )

@@ -65,12 +65,15 @@ class Recipe(BaseModel):
     task: Literal["detect"] = "detect"
     architecture: str = Field(description="ultralytics model yaml, built from scratch")
     classes: list[str] = Field(min_length=1)
-    imgsz: int = Field(ge=32, le=1920)
+    imgsz: int = Field(ge=32, le=1920, description="training size (long side; ultralytics imgsz)")
+    input_hw: tuple[int, int] | None = Field(
+        None, description="ONNX input [h, w] (multiples of 32) when not imgsz x imgsz, e.g. wide windshield crops")
     epochs: int = Field(ge=1)
     batch: int = Field(ge=1)
     synth: SynthSpec
     real: list[RealSet] = Field(default_factory=list)
-    augment: dict[str, float | int] = Field(default_factory=dict, description="ultralytics hyper-parameters")
+    augment: dict[str, bool | int | float | str] = Field(
+        default_factory=dict, description="ultralytics hyper-parameters")
 
     @property
     def names(self) -> dict[int, str]:

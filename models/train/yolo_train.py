@@ -101,20 +101,21 @@ def stamp_metadata(path: Path, *, name: str, names: dict[int, str], imgsz: tuple
     onnx.save(model, str(path))
 
 
-def export_onnx(weights: Path, dest: Path, *, name: str, names: dict[int, str], imgsz: int, data_hash: str,
+def export_onnx(weights: Path, dest: Path, *, name: str, names: dict[int, str], imgsz: tuple[int, int],
+                data_hash: str,
                 version: str | None = None, extra: dict[str, str] | None = None) -> Path:
     """Export ultralytics weights to an NMS-free ONNX ([B, 300, 6], dynamic batch) at `dest`."""
     setup_ultralytics()
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
-    out = Path(model.export(format="onnx", imgsz=imgsz, dynamic=True, nms=False, opset=ONNX_OPSET,
+    out = Path(model.export(format="onnx", imgsz=list(imgsz), dynamic=True, nms=False, opset=ONNX_OPSET,
                             simplify=True, device="cpu", verbose=False))
     dest.parent.mkdir(parents=True, exist_ok=True)
     if out.resolve() != dest.resolve():
         shutil.copy(out, dest)
     version = version or datetime.now(UTC).strftime("%Y.%m.%d.%H%M")
-    stamp_metadata(dest, name=name, names=names, imgsz=(imgsz, imgsz), version=version,
+    stamp_metadata(dest, name=name, names=names, imgsz=imgsz, version=version,
                    data_hash=data_hash, extra=extra)
     return dest
 
@@ -124,6 +125,7 @@ class TrainArgs:
     epochs: int
     imgsz: int
     batch: int
+    input_hw: tuple[int, int] | None = None
     workers: int = 0
     hours: float | None = None
     init: str | None = None
@@ -176,7 +178,8 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
         raise RuntimeError(f"training finished without a checkpoint at {last}")
     dest = (MODELS_DIR if install else out_dir) / f"{recipe.name}.onnx"
     ckpt = _checkpoint_summary(last)
-    export_onnx(last, dest, name=recipe.name, names=recipe.names, imgsz=int(info["args"]["imgsz"]),
+    hw = info["args"].get("input_hw") or (info["args"]["imgsz"], info["args"]["imgsz"])
+    export_onnx(last, dest, name=recipe.name, names=recipe.names, imgsz=(int(hw[0]), int(hw[1])),
                 data_hash=info["data_hash"],
                 extra={"epochs": str(ckpt.get("epoch", "")), "architecture": recipe.architecture,
                        "train_images": str(sum(v for k, v in info["counts"].items()
