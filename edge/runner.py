@@ -176,6 +176,7 @@ class LiveRunner:
         self._stop = threading.Event()
         self.started = time.monotonic()
         self._rate: dict[str, tuple[float, int, int, int]] = {}
+        self.errors = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,7 +191,13 @@ class LiveRunner:
                 if not tick:
                     self._stop.wait(0.01)
                     continue
-                self.pipeline.process(tick)
+                try:
+                    self.pipeline.process(tick)
+                except Exception:
+                    # one bad frame (corrupt decode, model error) must not stop a roadside box
+                    self.errors += 1
+                    log.exception("pipeline failed on a tick of %s (error %d); continuing",
+                                  [f.camera_id for f in tick], self.errors)
                 if time.monotonic() - last_metrics > 1.0:
                     self._update_metrics()
                     last_metrics = time.monotonic()
