@@ -32,11 +32,12 @@ from edge.detectors.yolo import (
 # tiny ONNX graphs
 
 
-def _tiny_model(path: Path, table: np.ndarray, mask: np.ndarray, *, imgsz: int = 64,
+def _tiny_model(path: Path, table: np.ndarray, mask: np.ndarray, *, imgsz: int | tuple[int, int] = 64,
                 batch: int | str = "batch", meta: dict[str, str] | None = None) -> Path:
     """output[b] = table + mean(input[b]) * mask; `table`/`mask` are (A, C) float32."""
     a, c = table.shape
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, imgsz, imgsz])
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, h, w])
     out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, a, c])
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["m4"], axes=[1, 2, 3], keepdims=1),
@@ -249,3 +250,15 @@ def test_model_without_names_raw_infers_classes(tmp_path: Path) -> None:
     det = OnnxYoloDetector(path)
     assert det.names == {0: "0", 1: "1"} and not det.end2end
     assert det.detect(np.zeros((64, 64, 3), np.uint8)).class_id.tolist() == [0]
+
+
+def test_rectangular_input_letterbox(tmp_path: Path) -> None:
+    """Wide crops (windshields) run on a wide input: [h, w] metadata, boxes mapped back exactly."""
+    table = np.zeros((300, 6), np.float32)
+    table[0] = [0, 8, 64, 24, 0.9, 0]
+    meta = {"names": json.dumps({"0": "driver"}), "imgsz": "[32, 64]"}
+    det = OnnxYoloDetector(_tiny_model(tmp_path / "rect.onnx", table, np.zeros_like(table), imgsz=(32, 64),
+                                       meta=meta))
+    assert det.input_size == (32, 64)
+    d = det.detect(np.zeros((100, 400, 3), np.uint8))   # ratio 0.16, content 64x16, pad_y 8
+    np.testing.assert_allclose(d.xyxy, [[0, 0, 400, 100]], atol=1e-3)
