@@ -2,6 +2,7 @@
 #   make demo   set up and replay a sample clip through the edge into the collector
 #   make test   set up (incl. Debian services) and run the whole test suite
 #   make bench  benchmarks, printed as JSON
+#   make soak   30-minute soak of edge -> broker -> collector, printed as JSON
 SHELL := /bin/bash
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -16,7 +17,11 @@ APT_PKGS := mosquitto mosquitto-clients ffmpeg chromium fonts-noto-cjk fonts-dej
 	python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad postgresql
 
-.PHONY: demo test test-fast bench lint typecheck sysdeps venv-runtime venv-full yolo-config clean
+# Long soak (default 30 min): looped replay into the collector, JSON report.
+soak: sysdeps $(VENV)/.full yolo-config
+	$(BIN)/python tests/bench/soak.py
+
+.PHONY: demo test test-fast bench soak lint typecheck sysdeps venv-runtime venv-full yolo-config clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
