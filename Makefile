@@ -12,6 +12,7 @@ export YOLO_AUTOINSTALL := False
 export YOLO_CONFIG_DIR := $(CURDIR)/.yolo
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export OMP_NUM_THREADS ?= 1
+.DEFAULT_GOAL := test
 
 APT_PKGS := mosquitto mosquitto-clients ffmpeg chromium fonts-noto-cjk fonts-dejavu-core \
 	python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
