@@ -69,8 +69,8 @@ PRESETS = {
 
 # Occupant states for clip vehicles: violations more frequent than on real roads so each
 # clip exercises the rules, but clean vehicles remain the majority.
-CLIP_BALANCE = Balance(belt={"worn": 0.72, "none": 0.18, "under_arm": 0.1},
-                       phone={"none": 0.78, "ear": 0.09, "hand": 0.08, "wheel": 0.05}, passenger=0.4)
+CLIP_BALANCE = Balance(belt={"worn": 0.82, "none": 0.12, "under_arm": 0.06},
+                       phone={"none": 0.86, "ear": 0.06, "hand": 0.05, "wheel": 0.03}, passenger=0.4)
 
 
 @dataclass
@@ -173,7 +173,8 @@ def _camera_yaml(name: str, cam: Camera, layout: RoadLayout) -> CameraCalibratio
         road_plane=RoadPlane(image_points=[[float(u), float(v)] for u, v in img],
                              road_points_m=[[float(a), float(b)] for a, b in road_pts],
                              homography=hi.tolist(), rms_m=0.0),
-        thresholds={"no_seatbelt": ViolationThreshold(), "phone_use": ViolationThreshold()},
+        thresholds={"no_seatbelt": ViolationThreshold.model_validate({}),
+                    "phone_use": ViolationThreshold.model_validate({})},
     )
 
 

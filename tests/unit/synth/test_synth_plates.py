@@ -106,6 +106,7 @@ def test_plate_text_dataset(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert p.name.startswith(r["plate"] + "_")
         validate_plate_text(r["plate"], r["kind"])
         img = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
         assert 94 <= img.shape[1] <= 188 and img.shape[0] >= 12
     again = write_plate_text_dataset(tmp_path / "b", 12, seed=5)
     assert again.read_text(encoding="utf-8") == labels.read_text(encoding="utf-8")
