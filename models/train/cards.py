@@ -114,7 +114,7 @@ def write_card(name: str, train_info: dict[str, Any], evals: list[tuple[str, dic
 |---|---|
 | file | `models/{name}.onnx` ({onnx_path.stat().st_size / 2**20:.1f} MB) |
 | version | `{meta.get('version')}` |
-| architecture | {meta.get('architecture', 'yolo26n.yaml')} (ultralytics YOLO26 nano, from scratch, no pretrained weights) |
+| architecture | {meta.get('architecture', 'yolo26n.yaml')} (ultralytics YOLO26n, from scratch, no pretrained weights) |
 | classes | {', '.join(f'{k} {v}' for k, v in names.items())} |
 | input | {meta.get('imgsz')} (h, w) RGB, letterboxed (grey 114), float 0-1, dynamic batch |
 | output | NMS-free `[B, 300, 6]` (x1, y1, x2, y2, score, class), input pixels; `edge.detectors.yolo.OnnxYoloDetector` |
