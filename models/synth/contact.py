@@ -60,7 +60,8 @@ def contact_tiles(model: str, n: int, seed: int, tile: int) -> list[Image.Image]
     fn, names = SAMPLERS[model]
     tiles = []
     for i in range(n):
-        img, labels = fn(seed, i)
+        # Spread over site groups (camera, road, light and weather change per group).
+        img, labels = fn(seed, i * 17 + 3)
         tiles.append(_tile_yolo(img, labels, names, tile))
     return tiles
 

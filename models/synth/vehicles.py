@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import cv2
@@ -201,7 +202,7 @@ def build_vehicle(subtype: str, rng: np.random.Generator) -> VehicleModel:
             faces.append(Face(np.array(pts, np.float64), glass_col, "glass"))
         # Mirror: a small quad facing forward outside the A-pillar.
         ms, mz = prof[wi][0] + 0.12, zb + 0.1
-        mx0, mx1 = sgn * (hw + 0.02), sgn * (hw + 0.2)
+        mx0, mx1 = sgn * (hw * 0.88), sgn * (hw + 0.17)
         mirror = _quad(np.array([min(mx0, mx1), ms, mz + 0.1]), np.array([max(mx0, mx1), ms, mz + 0.1]),
                        np.array([max(mx0, mx1), ms, mz - 0.05]), np.array([min(mx0, mx1), ms, mz - 0.05]))
         faces.append(Face(mirror, c if rng.random() < 0.6 else dark, cull=False))
@@ -423,8 +424,23 @@ def draw_vehicle(model: VehicleModel, cam: Camera, x: float, y_front: float, lig
             q = fill(pw, (200.0, 200.0, 200.0), plate_m)
             if plate_tex is not None:
                 _texture(img, alpha, plate_tex[0], None, q - [X0, Y0], plate_m, tex_alpha=plate_tex[1])
+    _weather(img, model, x, y_front)
     lp, _ = cam.project(np.array(model.lights) + off) if model.lights else (np.zeros((0, 2)), None)
     return Sprite(int(X0), int(Y0), img, alpha, glass_m, plate_m, ids_out, lp, dist)
+
+
+def _weather(img: np.ndarray, model: VehicleModel, x: float, y_front: float) -> None:
+    """Break the flat low-poly fills: a soft top-lit gradient, road grime towards the
+    bottom and low-frequency paint/dirt variation (stable per vehicle, not per frame)."""
+    h, w = img.shape[:2]
+    if h < 4 or w < 4:
+        return
+    seed = zlib.crc32(f"{model.subtype}{model.color_name}{model.length:.4f}{model.width:.4f}".encode())
+    r = np.random.default_rng(seed)
+    grad = np.linspace(1.06, 0.82, h, dtype=np.float32)[:, None]
+    low = cv2.resize(r.uniform(0.92, 1.06, (4, 5)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    g = (grad * low)[..., None]
+    np.copyto(img, np.clip(img.astype(np.float32) * g, 0, 255).astype(np.uint8))
 
 
 def _texture(img: np.ndarray, alpha: np.ndarray, tex: np.ndarray, ids: np.ndarray | None, quad: np.ndarray,
