@@ -133,7 +133,8 @@ class _LaneParam(click.ParamType):
 @calibrate.command()
 @click.option("--camera", "camera_path", required=True, type=click.Path(dir_okay=False),
               help="Camera YAML (created from the snapshot if missing).")
-@click.option("--snapshot", type=click.Path(), default=None, help="Image or video of the camera's view.")
+@click.option("--snapshot", default=None,
+              help="Image, video or stream URL (rtsp://...) of the camera's full-resolution view.")
 @click.option("--at", "at_s", type=float, default=0.0, help="Seconds into a video snapshot.")
 @click.option("--camera-id", default=None, help="Camera id when creating the file.")
 @click.option("--capture", default=None, help='Capture polygon "x,y x,y x,y ...".')

@@ -145,18 +145,22 @@ def zones_from_json(data: Any, image_size: tuple[int, int]) -> Zones:
 
 
 def load_snapshot(path: str | Path, at_s: float = 0.0) -> npt.NDArray[np.uint8]:
-    """A BGR frame from an image, or from a video at `at_s` seconds (default the first frame)."""
-    p = Path(path)
-    if not p.exists():
-        raise ZoneError(f"snapshot {p}: no such file")
-    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if img is not None:
-        return np.asarray(img, np.uint8)
+    """A BGR frame from an image, a video at `at_s` seconds (default the first frame), or a
+    live stream URL (rtsp://...), so zones can be drawn on what the camera sees right now."""
+    is_url = "://" in str(path)
+    p = Path(path) if not is_url else path
+    if not is_url:
+        assert isinstance(p, Path)
+        if not p.exists():
+            raise ZoneError(f"snapshot {p}: no such file")
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is not None:
+            return np.asarray(img, np.uint8)
     cap = cv2.VideoCapture(str(p))
     try:
         if not cap.isOpened():
             raise ZoneError(f"snapshot {p}: neither a readable image nor a video")
-        if at_s > 0:
+        if at_s > 0 and not is_url:
             cap.set(cv2.CAP_PROP_POS_MSEC, at_s * 1000.0)
         ok, frame = cap.read()
     finally:

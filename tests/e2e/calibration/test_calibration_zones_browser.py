@@ -37,14 +37,14 @@ def zones_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     from calibration.web.app import create_app
 
     cam = RoadCamera(6.0, 20.0, 2600.0, SIZE)
-    snap = cv2.cvtColor(render_road(cam), cv2.COLOR_GRAY2BGR)
+    snap = np.asarray(cv2.cvtColor(render_road(cam), cv2.COLOR_GRAY2BGR), np.uint8)
     path = tmp_path / "cam07.camera.yaml"
     road_img = [[700.0, 1000.0], [1200.0, 1000.0], [800.0, 500.0], [1100.0, 500.0]]
     write_camera(CameraCalibration(
         camera_id="cam07", image_size=SIZE,
         road_plane=RoadPlane(image_points=road_img, road_points_m=[[0, 10], [3, 10], [0, 30], [3, 30]],
                              homography=np.eye(3).tolist(), rms_m=0.01),
-        thresholds={"phone_use": ViolationThreshold(min_confidence=0.61, k=2, n=6)},
+        thresholds={"phone_use": ViolationThreshold.model_validate({"min_confidence": 0.61, "k": 2, "n": 6})},
     ), path)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(path, snap), host="127.0.0.1", port=port, log_level="warning"))

@@ -69,7 +69,7 @@ def test_requires_road_plane_and_matching_video(tmp_path: Path) -> None:
     with pytest.raises(FitnessError, match="no road_plane"):
         assess(cal.model_copy(update={"road_plane": None}))
     vid = tmp_path / "small.mp4"
-    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 360))
+    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter.fourcc(*"mp4v"), 25, (640, 360))
     wr.write(np.zeros((360, 640, 3), np.uint8))
     wr.release()
     with pytest.raises(FitnessError, match="640x360 but cam03"):
@@ -81,7 +81,7 @@ def test_cli_with_recording_text_and_json(tmp_path: Path) -> None:
     write_camera(_cal(), cam)
     vid = tmp_path / "clip.mp4"
     frame = cv2.cvtColor(render_road(CAM, supersample=1), cv2.COLOR_GRAY2BGR)
-    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 25, CAM.size)
+    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter.fourcc(*"mp4v"), 25, CAM.size)
     for _ in range(4):
         wr.write(frame)
     wr.release()

@@ -18,9 +18,9 @@ def _img(cam: RoadCamera, road: np.ndarray) -> np.ndarray:
     return cam.project(np.c_[road, np.zeros(len(road))])
 
 
-def _map_err_m(h_est: np.ndarray, h_true: np.ndarray, cam: RoadCamera, ys=(12, 45)) -> float:
+def _map_err_m(h_est: np.ndarray, h_true: np.ndarray, cam: RoadCamera, ys: tuple[float, float] = (12, 45)) -> float:
     """Max road-space disagreement over the monitored stretch (3 lanes, ys metres)."""
-    grid = np.array([[x, y] for x in np.linspace(-5.6, 5.6, 8) for y in np.linspace(*ys, 12)])
+    grid = np.array([[x, y] for x in np.linspace(-5.6, 5.6, 8) for y in np.linspace(ys[0], ys[1], 12)])
     px = _img(cam, grid)
     return float(np.max(np.linalg.norm(hg.apply_homography(h_est, px) - hg.apply_homography(h_true, px), axis=1)))
 

@@ -112,8 +112,8 @@ def test_point_helpers_are_inverse_and_crop_matches_full_frame() -> None:
     ideal = rng.uniform([50, 50], [SIZE[0] - 50, SIZE[1] - 50], (200, 2))
     raw = distort_points(ideal, K, DIST)
     assert np.max(np.abs(undistort_points(raw, K, DIST) - ideal)) < 1e-3
-    frame = (rng.uniform(0, 255, (SIZE[1] // 8, SIZE[0] // 8, 3))).astype(np.uint8)
-    frame = cv2.resize(frame, SIZE, interpolation=cv2.INTER_CUBIC)
+    small = (rng.uniform(0, 255, (SIZE[1] // 8, SIZE[0] // 8, 3))).astype(np.uint8)
+    frame = np.asarray(cv2.resize(small, SIZE, interpolation=cv2.INTER_CUBIC), np.uint8)
     full = Undistorter(K, DIST, SIZE)(frame)
     box = (600, 400, 760, 520)
     crop = undistort_crop(frame, K, DIST, box)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from calibration.camfile import write_camera
 from calibration.cli import calibrate
 from calibration.thresholds import ReviewExportError, choose_threshold, read_reviews, wilson_lower
-from edge.camera import CameraCalibration, ViolationThreshold, load_camera
+from edge.camera import CameraCalibration, load_camera
 
 HEADER = ["event_id", "camera_id", "site_id", "violation", "confidence", "decision", "reviewed_at"]
 
@@ -96,10 +96,9 @@ def test_missing_column(tmp_path: Path) -> None:
 
 def test_cli_writes_threshold_keeps_rest_and_plots(tmp_path: Path) -> None:
     cam = tmp_path / "cam01.camera.yaml"
-    write_camera(CameraCalibration(camera_id="cam01", image_size=(1920, 1080),
-                                   zones={"capture": [[0, 0], [100, 0], [100, 100]]},
-                                   thresholds={"no_seatbelt": ViolationThreshold(min_confidence=0.5, k=4, n=9)}),
-                 cam)
+    write_camera(CameraCalibration.model_validate({
+        "camera_id": "cam01", "image_size": (1920, 1080), "zones": {"capture": [[0, 0], [100, 0], [100, 100]]},
+        "thresholds": {"no_seatbelt": {"min_confidence": 0.5, "k": 4, "n": 9}}}), cam)
     plot = tmp_path / "pr.png"
     res = CliRunner().invoke(calibrate, ["thresholds", "--reviews", str(_known_export(tmp_path)), "--camera",
                                          str(cam), "--target-precision", "0.95", "--plot", str(plot)])

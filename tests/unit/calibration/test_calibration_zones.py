@@ -47,10 +47,10 @@ def test_invalid_polygons_are_named(poly, msg) -> None:
 
 
 def test_concave_polygon_is_valid_and_queries_work() -> None:
-    l_shape = [[0, 0], [200, 0], [200, 100], [100, 100], [100, 200], [0, 200]]
+    l_shape = [[0.0, 0.0], [200.0, 0.0], [200.0, 100.0], [100.0, 100.0], [100.0, 200.0], [0.0, 200.0]]
     assert validate_polygon(l_shape, SIZE, "lane A") == [[float(x), float(y)] for x, y in l_shape]
-    z = Zones(capture=l_shape, lanes={"A": [[0, 0], [100, 0], [100, 200], [0, 200]]},
-              exclusion=[[[0, 0], [30, 0], [30, 30], [0, 30]]])
+    z = Zones.model_validate({"capture": l_shape, "lanes": {"A": [[0, 0], [100, 0], [100, 200], [0, 200]]},
+                              "exclusion": [[[0, 0], [30, 0], [30, 30], [0, 30]]]})
     assert in_capture(z, (50, 150)) and not in_capture(z, (150, 150))  # the notch
     assert not in_capture(z, (10, 10))  # excluded
     assert lane_at(z, (50, 50)) == "A" and lane_at(z, (150, 50)) is None
@@ -68,7 +68,7 @@ def test_zones_from_json_rejects_bad_shapes() -> None:
 
 def test_cli_sets_zones_from_flags_and_snapshot_video(tmp_path: Path) -> None:
     video = tmp_path / "clip.mp4"
-    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 360))
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (640, 360))
     for i in range(5):
         wr.write(np.full((360, 640, 3), 40 * i, np.uint8))
     wr.release()
