@@ -1,0 +1,126 @@
+"""Case 1: the broker restarted (SIGTERM, SIGKILL) under load, and down for a while with the
+edge still producing: the outbox grows, then drains in order; every event stored once."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.fault_edge import expected_ids
+from tests.faults.faults_helpers import (
+    DeviceKeys,
+    Store,
+    assert_exactly_once,
+    start_collector,
+    start_edge,
+    tally,
+    wait_subscribed,
+    wait_until,
+)
+from tests.integration.edge.edge_mqtt_helpers import Recorder
+
+pytestmark = [pytest.mark.services]
+
+
+def outbox_depth(path: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as c:
+            return int(c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_broker_restart_under_load(mosquitto, device: DeviceKeys, tmp_path: Path, sig: int) -> None:  # type: ignore[no-untyped-def]
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = Store(db_url)
+    col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
+                          log=tmp_path / "collector.log")
+    edge = None
+    try:
+        wait_subscribed(store, mosquitto.host, mosquitto.port)
+        n, run = 240, f"broker-{sig}"
+        edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
+                          produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run,
+                          count=n, rate=40)
+        wait_until(lambda: store.count_events() >= 40, 40, "first events stored")
+        mosquitto.stop(sig)
+        stored_at_stop = store.count_events()
+        time.sleep(2.0)  # the edge keeps producing into its outbox
+        mosquitto.start()
+        t0 = time.monotonic()
+        edge.wait_line("PRODUCED", 60)
+        wait_until(lambda: store.count_events() >= n, 60, f"all {n} events stored")
+        recovery = time.monotonic() - t0
+        time.sleep(1.0)  # a late duplicate would show up now
+        t = tally(f"broker-restart-{signal.Signals(sig).name}", expected_ids(run, n), store, recovery,
+                  stored_when_broker_stopped=stored_at_stop)
+        assert stored_at_stop < n, "the broker stopped after everything was stored: the test proved nothing"
+        assert_exactly_once(t)
+        assert t.dead_letters == 0
+    finally:
+        if edge is not None:
+            edge.kill(signal.SIGTERM)
+        col.kill(signal.SIGTERM)
+        store.close()
+
+
+@pytest.mark.timeout(150)
+def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, device: DeviceKeys,  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path) -> None:
+    """Scaled down to ~25 s for `make test`; the soak (--broker-outage-s) does minutes."""
+    down_s = 25.0
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = Store(db_url)
+    col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
+                          log=tmp_path / "collector.log")
+    rec = Recorder(mosquitto.host, mosquitto.port, topic="roadeye/v1/+/+/events")
+    edge = None
+    outbox = tmp_path / "outbox.db"
+    try:
+        wait_subscribed(store, mosquitto.host, mosquitto.port)
+        rate = 10.0
+        n, run = int(rate * (down_s + 12)), "outage"
+        edge = start_edge(outbox=outbox, port=mosquitto.port, device=device, produced=tmp_path / "produced.log",
+                          log=tmp_path / "edge.log", run_id=run, count=n, rate=rate)
+        wait_until(lambda: store.count_events() >= 20, 40, "first events stored")
+        mosquitto.stop(signal.SIGTERM)
+        depths = []
+        t_down = time.monotonic()
+        while time.monotonic() - t_down < down_s:
+            time.sleep(1.0)
+            depths.append(outbox_depth(outbox))
+        assert edge.alive()
+        assert depths[-1] >= rate * down_s * 0.5, f"outbox did not grow while the broker was down: {depths}"
+        assert depths == sorted(depths), f"outbox shrank with no broker: {depths}"
+        mosquitto.start()
+        t0 = time.monotonic()
+        edge.wait_line("PRODUCED", 60)
+        wait_until(lambda: store.count_events() >= n, 60, f"all {n} events stored")
+        recovery = time.monotonic() - t0
+        wait_until(lambda: outbox_depth(outbox) == 0, 20, "outbox empty")
+        assert rec.wait_for(set(expected_ids(run, n)), 20)
+        time.sleep(1.0)
+        t = tally("broker-down", expected_ids(run, n), store, recovery, down_s=down_s,
+                  max_outbox_depth=max(depths))
+        assert_exactly_once(t)
+        # in order: the first arrival of each event follows production order
+        order = {eid: i for i, eid in enumerate(expected_ids(run, n))}
+        first_seen: list[int] = []
+        seen: set[str] = set()
+        for eid in rec.events:
+            if eid in order and eid not in seen:
+                seen.add(eid)
+                first_seen.append(order[eid])
+        assert first_seen == sorted(first_seen), "outbox did not drain in production order"
+    finally:
+        rec.close()
+        if edge is not None:
+            edge.kill(signal.SIGTERM)
+        col.kill(signal.SIGTERM)
+        store.close()
