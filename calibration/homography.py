@@ -202,7 +202,10 @@ def _ransac(img: Array, road: Array, thr: float, iters: int, seed: int) -> npt.N
     n = len(img)
     best = np.zeros(n, dtype=bool)
     best_err = np.inf
-    for _ in range(iters):
+    needed = iters
+    it = 0
+    while it < min(iters, needed):
+        it += 1
         idx = rng.choice(n, 4, replace=False)
         try:
             h = _dlt(img[idx], road[idx])
@@ -216,6 +219,9 @@ def _ransac(img: Array, road: Array, thr: float, iters: int, seed: int) -> npt.N
             best, best_err = inl, score
             if best.all():
                 break
+            # Adaptive stop: enough samples that an all-inlier one was drawn with p = 0.999.
+            w4 = (best.sum() / n) ** 4
+            needed = int(np.ceil(np.log(1e-3) / np.log(1 - w4))) if 0 < w4 < 1 else iters
     return best
 
 
