@@ -92,8 +92,8 @@ def lighting_for(cond: Conditions, rng: np.random.Generator) -> Lighting:
         return Lighting(ambient=0.45, sun=np.array([0.6, -0.3, 0.2]), sun_color=(0.75, 0.7, 0.75), headlights=True,
                         sky=(150.0, 120.0, 140.0))
     if cond.light == "low_sun":  # sun low ahead of the camera: backlit fronts, glare
-        return Lighting(ambient=0.45, sun=_unit(np.array([rng.uniform(-0.5, 0.5), 0.9, 0.25])),
-                        sun_color=(0.85, 1.0, 1.15), sky=(200.0, 220.0, 245.0))
+        return Lighting(ambient=0.5, sun=_unit(np.array([rng.uniform(-0.5, 0.5), 0.9, 0.25])),
+                        sun_color=(0.92, 1.0, 1.08), sky=(200.0, 220.0, 245.0))
     if cond.weather in ("overcast", "rain"):
         return Lighting(ambient=0.75, sun=np.array([0.0, 0.0, 1.0]), sun_color=(0.92, 0.92, 0.92),
                         sky=(205.0, 200.0, 195.0), headlights=cond.weather == "rain")
@@ -187,7 +187,9 @@ def make_actor(aid: int, rng: np.random.Generator, light: Lighting, *, subtype: 
         bgr = np.clip(bgr.astype(np.float32) * (0.55 + 0.45 * light.ambient) * 1.2, 0, 255).astype(np.uint8)
     a.plate_tex = (bgr, al)
     spec: CabinSpec = default_cabin(model, a.driver, a.passenger)
-    inside = 0.95 if light.ir else (0.42 + 0.25 * light.ambient) * rng.uniform(0.8, 1.2)
+    # Cabin brightness: IR flash at night, a white-light flash fills in at dusk.
+    inside = 0.95 if light.ir else (0.42 + 0.25 * light.ambient + (0.2 if light.headlights else 0.0)) * rng.uniform(
+        0.8, 1.2)
     tex, ids = render_cabin(spec, rng, px_per_m=cabin_px_per_m, interior_light=inside)
     if light.ir:
         refl, tint, gl = float(rng.uniform(0.0, 0.12)), float(rng.uniform(0.85, 1.0)), 0.0
@@ -403,7 +405,7 @@ def _shadow(frame: np.ndarray, cam: Camera, a: Actor, light: Lighting) -> None:
                      [a.x - hw, a.y_front + m.length, 0]])
     pts = [foot]
     strength = 0.55
-    if not light.ir and light.sun[2] < 0.99 and light.ambient < 0.7:
+    if not light.ir and not light.headlights and light.sun[2] < 0.99 and light.ambient < 0.7:
         sx, sy = -light.sun[0] / light.sun[2], -light.sun[1] / light.sun[2]
         k = min(m.height * 0.85, 12.0)
         pts.append(foot + np.array([sx * k, sy * k, 0]))
@@ -565,10 +567,10 @@ class Imaging:
         tint = np.ones(3, np.float32)
         add = np.zeros((h, w, 3), np.float32)
         if cond.light == "low_sun":
-            tint = np.array([0.85, 0.97, 1.12], np.float32)
+            tint = np.array([0.93, 0.99, 1.06], np.float32)
             sx, sy = rng.uniform(0.2, 0.8) * w, rng.uniform(-0.3, 0.1) * h
             d = np.sqrt((xx - sx) ** 2 + (yy - sy) ** 2) / w
-            add += (np.exp(-d * 3.0) * 120)[..., None] * np.array([0.8, 0.95, 1.0], np.float32)
+            add += (np.exp(-d * 3.0) * 70)[..., None] * np.array([0.85, 0.95, 1.0], np.float32)
             for k in (0.35, 0.6, 0.85):  # lens flare ghosts along the line through the centre
                 gx, gy = sx + (w / 2 - sx) * 2 * k, sy + (h / 2 - sy) * 2 * k
                 gd = np.sqrt((xx - gx) ** 2 + (yy - gy) ** 2) / (w * rng.uniform(0.02, 0.05))
