@@ -163,7 +163,8 @@ def main() -> None:
     w, h, fps = probe(clip)
     out: dict[str, Any] = {"clip": str(clip), "clip_origin": origin, "size": [w, h], "fps": fps,
                            "analysis_fps": ANALYSIS_FPS, "cpu_count": os.cpu_count(),
-                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                           "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     out["decode_only"] = decode_only(clip)
     if not (REPO / "models" / "vehicles.onnx").is_file():
         out["pipeline"] = {"skipped": "models/vehicles.onnx is missing"}
@@ -179,6 +180,7 @@ def main() -> None:
         if "fps" in nv:
             out["speedup_vs_naive"] = round(out["pipeline"]["fps"] / nv["fps"], 2)
             out["speedup_goal"] = 2.0
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(out, ensure_ascii=False))
 
 
