@@ -4,6 +4,7 @@ live (reader thread per camera, newest frame wins). Also builds the heartbeat.""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -31,6 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def default_models_dir() -> Path:
+    """$ROADEYE_MODELS_DIR, else ./models, else the repository's models/ (first with vehicles.onnx)."""
+    env = os.environ.get("ROADEYE_MODELS_DIR")
+    if env:
+        return Path(env)
     for cand in (Path.cwd() / "models", REPO_ROOT / "models"):
         if (cand / "vehicles.onnx").is_file():
             return cand

@@ -117,7 +117,9 @@ def naive_ultralytics(clip: Path) -> dict[str, Any]:
     from edge.detectors.plate_reader import OnnxPlateReader
 
     vm, pm, om = (YOLO(str(pts[n])) for n in ("vehicles", "plates", "occupants"))
-    reader_path = REPO / "models" / "plate_reader.onnx"
+    from edge.runner import default_models_dir
+
+    reader_path = default_models_dir() / "plate_reader.onnx"
     reader = OnnxPlateReader(reader_path) if reader_path.is_file() else None
     names = vm.names
     cap = cv2.VideoCapture(str(clip))
@@ -166,8 +168,11 @@ def main() -> None:
                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     out["decode_only"] = decode_only(clip)
-    if not (REPO / "models" / "vehicles.onnx").is_file():
-        out["pipeline"] = {"skipped": "models/vehicles.onnx is missing"}
+    from edge.runner import default_models_dir
+
+    out["models_dir"] = str(default_models_dir())
+    if not (default_models_dir() / "vehicles.onnx").is_file():
+        out["pipeline"] = {"skipped": f"{default_models_dir() / 'vehicles.onnx'} is missing"}
     else:
         out["pipeline"] = pipeline(clip)
         out["ratio_pipeline_to_decode"] = round(out["pipeline"]["fps"] / out["decode_only"]["fps"], 3)
