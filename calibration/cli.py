@@ -276,19 +276,30 @@ def road(camera_path: str, points: str, ransac: bool, ransac_threshold: float, m
 @click.option("--min-char-px", type=float, default=16.0, show_default=True)
 @click.option("--min-face-px", type=float, default=40.0, show_default=True)
 @click.option("--max-blur-px", type=float, default=2.0, show_default=True)
+@click.option("--models", "models_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory with vehicles.onnx (+ plates.onnx, occupants.onnx) to also measure detected "
+                   "plate/face sizes in the recording (default: ./models when it has vehicles.onnx).")
+@click.option("--no-models", is_flag=True, help="Geometry and image measurements only.")
+@click.option("--model-frames", type=int, default=8, show_default=True, help="Frames to run the models on.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def fitness(camera_path: str, video: str | None, speed_kmh: float, shutter_ms: float, min_char_px: float,
-            min_face_px: float, max_blur_px: float, json_out: str | None, fmt: str) -> None:
+            min_face_px: float, max_blur_px: float, models_dir: str | None, no_models: bool, model_frames: int,
+            json_out: str | None, fmt: str) -> None:
     """Per zone: plate character and face size in px, motion blur, and a resolvable verdict.
 
     Exit status 0 when plates and occupants are resolvable in every zone, 3 otherwise.
     """
     from calibration.fitness import Criteria, FitnessError, assess
 
+    if no_models:
+        models_dir = None
+    elif models_dir is None and video is not None and Path("models/vehicles.onnx").is_file():
+        models_dir = "models"
     try:
         rep = assess(load_camera(camera_path), speed_kmh=speed_kmh, shutter_ms=shutter_ms, video=video,
-                     criteria=Criteria(min_char_px, min_face_px, max_blur_px))
+                     criteria=Criteria(min_char_px, min_face_px, max_blur_px), models_dir=models_dir,
+                     model_frames=model_frames)
     except (FitnessError, CalibrationFileError) as exc:
         raise click.ClickException(str(exc)) from None
     data = rep.to_json()

@@ -104,6 +104,15 @@ class FitnessReport:
                 m = z.measured
                 lines.append(f"  measured: mean luma {m['mean_luma']:.0f}, clipped {m['clipped_frac']:.1%}, "
                              f"dark {m['dark_frac']:.1%}, sharpness (Laplacian var) {m['sharpness']:.0f}")
+                if "plates_measured" in m:
+                    pc = m.get("measured_plate_char_px_median")
+                    fc = m.get("measured_face_px_median")
+                    lines.append(
+                        f"  detected by the models: {int(m['plates_measured'])} plates"
+                        + (f" (char height median {pc:.1f} px, {m['measured_over_predicted']:.2f}x predicted)"
+                           if pc is not None else "")
+                        + f", {int(m['faces_measured'])} faces"
+                        + (f" (median {fc:.1f} px)" if fc is not None else ""))
             lines.append(f"  PLATES: {z.plates.upper()} ({z.plate_coverage:.0%} of zone)   "
                          f"OCCUPANTS: {z.occupants.upper()} ({z.occupant_coverage:.0%} of zone)")
             lines += [f"  - {r}" for r in z.reasons]
@@ -167,9 +176,10 @@ def _geometry(h: npt.NDArray[np.float64], pts: npt.NDArray[np.float64], speed_mp
     return {k: np.asarray(v) for k, v in (("char", char), ("width", width), ("face", face), ("blur", blur))}
 
 
-def measure_video(path: str | Path, cal: CameraCalibration, max_frames: int = 30) -> tuple[dict[str, Any],
-                                                                                            list[npt.NDArray[np.uint8]]]:
-    """Frame size/rate of a recording and up to max_frames evenly spaced grayscale frames."""
+def measure_video(path: str | Path, cal: CameraCalibration, max_frames: int = 30, color_frames: int = 0
+                  ) -> tuple[dict[str, Any], list[npt.NDArray[np.uint8]], list[npt.NDArray[np.uint8]]]:
+    """Frame size/rate of a recording, up to max_frames evenly spaced grayscale frames and up
+    to color_frames of them in colour (for the models; 4K BGR frames are 26 MB each)."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise FitnessError(f"{path}: cannot open video")
@@ -185,6 +195,9 @@ def measure_video(path: str | Path, cal: CameraCalibration, max_frames: int = 30
             )
         step = max(1, n // max_frames) if n > 0 else 1
         frames: list[npt.NDArray[np.uint8]] = []
+        color: list[npt.NDArray[np.uint8]] = []
+        expected = min(max_frames, n) if n > 0 else max_frames
+        every = max(1, expected // color_frames) if color_frames else 0
         i = 0
         while len(frames) < max_frames:
             ok = cap.grab()
@@ -193,6 +206,8 @@ def measure_video(path: str | Path, cal: CameraCalibration, max_frames: int = 30
             if i % step == 0:
                 ok, f = cap.retrieve()
                 if ok:
+                    if every and len(frames) % every == 0 and len(color) < color_frames:
+                        color.append(np.asarray(f, np.uint8))
                     frames.append(np.asarray(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), np.uint8))
             i += 1
     finally:
@@ -200,7 +215,7 @@ def measure_video(path: str | Path, cal: CameraCalibration, max_frames: int = 30
     if not frames:
         raise FitnessError(f"{path}: no frames could be decoded")
     return {"path": str(path), "width": w, "height": h, "fps": fps, "frames": n,
-            "frames_sampled": len(frames)}, frames
+            "frames_sampled": len(frames)}, frames, color
 
 
 def _measure_zone(frames: list[npt.NDArray[np.uint8]], poly: list[list[float]]) -> dict[str, float]:
@@ -226,8 +241,14 @@ def assess(
     shutter_ms: float = 1.0,
     criteria: Criteria | None = None,
     video: str | Path | None = None,
+    models_dir: str | Path | None = None,
+    model_frames: int = 8,
 ) -> FitnessReport:
-    """Per-zone resolution and blur verdicts for one calibrated camera."""
+    """Per-zone resolution and blur verdicts for one calibrated camera.
+
+    With `models_dir` (holding vehicles.onnx, optionally plates.onnx / occupants.onnx) and a
+    video, the plate and face heights the models actually detect are added per zone.
+    """
     c = criteria or Criteria()
     if cal.road_plane is None:
         raise FitnessError(f"camera {cal.camera_id} has no road_plane; run `roadeye calibrate road` first")
@@ -237,7 +258,25 @@ def assess(
     # Which side of the horizon the road is on: that of the calibration points.
     ref = np.c_[np.asarray(cal.road_plane.image_points), np.ones(len(cal.road_plane.image_points))] @ h[2]
     side = np.sign(np.median(ref))
-    vinfo, frames = (None, []) if video is None else measure_video(video, cal)
+    if models_dir is not None and video is None:
+        raise FitnessError("measuring with the models needs a recording (--video)")
+    frames: list[npt.NDArray[np.uint8]] = []
+    color: list[npt.NDArray[np.uint8]] = []
+    vinfo = None
+    if video is not None:
+        vinfo, frames, color = measure_video(video, cal, color_frames=model_frames if models_dir else 0)
+    model_samples = {}
+    if models_dir is not None:
+        from calibration.measure import ModelMeasurer
+
+        try:
+            measurer = ModelMeasurer(models_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise FitnessError(f"models: {exc}") from None
+        model_samples = measurer.measure(color, zone_polygons(cal), h)
+        assert vinfo is not None
+        vinfo["models"] = measurer.models
+        vinfo["model_frames"] = len(color)
     zones: list[ZoneFitness] = []
     for name, poly in zone_polygons(cal):
         pts = sample_polygon(poly, cal.zones.exclusion)
@@ -268,6 +307,13 @@ def assess(
         measured = None
         if frames:
             measured = _measure_zone(frames, poly)
+            if name in model_samples:
+                ms = model_samples[name].summary()
+                measured.update(ms)
+                r = ms.get("measured_over_predicted")
+                if r is not None and ms["plates_measured"] >= 5 and not 0.75 <= r <= 1.33:
+                    reasons.append(f"detected plates are {r:.2f}x the size the road plane predicts: "
+                                   "check the road points (metres, order) or the lane layout")
             if measured["clipped_frac"] > 0.05:
                 reasons.append(f"{measured['clipped_frac']:.0%} of the zone is clipped white (glare / exposure)")
             if measured["mean_luma"] < 40:
