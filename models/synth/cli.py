@@ -82,3 +82,16 @@ def contact_sheet(model: str, out: Path, n: int, seed: int, tile: int) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(render())
+
+
+@render.command("bench")
+@click.option("--preset", type=click.Choice(["day4k", "night4k", "dense1080", "dusk4k", "rain1080"]), default="day4k",
+              show_default=True)
+@click.option("--frames", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def bench(preset: str, frames: int, seed: int) -> None:
+    """Measure frame render speed (no encoding): wall and CPU seconds per frame."""
+    from models.synth.video import PRESETS, benchmark
+
+    r = benchmark(PRESETS[preset], frames=frames, seed=seed)
+    click.echo(" ".join(f"{k}={v}" for k, v in r.items()))
