@@ -185,7 +185,7 @@ def zones(camera_path: str, snapshot: str | None, at_s: float, camera_id: str | 
         if img is None:
             _fail("--preview needs --snapshot")
         assert img is not None
-        cv2.imwrite(preview, draw_zones(img, z))
+        cv2.imwrite(preview, draw_zones(img, z, cal.road_plane))
         click.echo(f"preview written to {preview}")
     if serve:
         if img is None:
@@ -230,11 +230,17 @@ def parse_correspondences(text: str) -> tuple[list[list[float]], list[list[float
 @click.option("--ransac-threshold", type=float, default=0.25, show_default=True, help="Inlier distance, metres.")
 @click.option("--max-rms-m", type=float, default=0.25, show_default=True,
               help="Refuse to write a fit whose reprojection RMS (m) is above this.")
-def road(camera_path: str, points: str, ransac: bool, ransac_threshold: float, max_rms_m: float) -> None:
+@click.option("--snapshot", default=None, help="Image / video / stream of the view, for --preview.")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None,
+              help="Write the snapshot with the road grid (lane columns, 5 m rows) drawn on it.")
+def road(camera_path: str, points: str, ransac: bool, ransac_threshold: float, max_rms_m: float,
+         snapshot: str | None, preview: str | None) -> None:
     """Road-plane homography from image points with known road coordinates (lane width, markings)."""
     from calibration import homography as hg
     from calibration.camfile import write_camera
 
+    if preview and not snapshot:
+        _fail("--preview needs --snapshot")
     img, rd = parse_correspondences(points)
     try:
         cal = load_camera(camera_path)
@@ -264,6 +270,31 @@ def road(camera_path: str, points: str, ransac: bool, ransac_threshold: float, m
     cx, cy = w / 2, h * 0.75
     pw, ph = hg.expected_plate_size_px(hm, (cx, cy))
     click.echo(f"road_plane written to {camera_path}; a plate at image ({cx:.0f},{cy:.0f}) is ~{pw:.0f}x{ph:.0f} px")
+    if cal.lens is not None and any(abs(c) > 0 for c in cal.lens.dist_coeffs):
+        from calibration.lens import undistort_points
+
+        shift = np.linalg.norm(undistort_points(img, cal.lens.camera_matrix, cal.lens.dist_coeffs)
+                               - np.asarray(img), axis=1).max()
+        click.echo(f"note: lens distortion moves these points by up to {shift:.1f} px; the homography is fitted "
+                   "on raw pixels, as the edge applies it (RoadPlane.to_road)")
+    if preview:
+        import cv2
+
+        from calibration.zones import ZoneError, draw_zones, load_snapshot
+
+        try:
+            snap = load_snapshot(snapshot or "")
+        except ZoneError as exc:
+            raise click.ClickException(str(exc)) from None
+        if (snap.shape[1], snap.shape[0]) != (w, h):
+            _fail(f"snapshot is {snap.shape[1]}x{snap.shape[0]}, camera is {w}x{h}")
+        out = draw_zones(snap, cal.zones, cal.road_plane)
+        for p, q in zip(img, rd, strict=True):
+            cv2.circle(out, (round(p[0]), round(p[1])), max(4, w // 400), (255, 0, 255), -1)
+            cv2.putText(out, f"{q[0]:g},{q[1]:g}", (round(p[0]) + 6, round(p[1]) + 14), cv2.FONT_HERSHEY_SIMPLEX,
+                        max(0.5, w / 2500), (255, 0, 255), max(1, w // 1500))
+        cv2.imwrite(preview, out)
+        click.echo(f"preview written to {preview}")
 
 
 # ------------------------------------------------------------------------------------ fitness

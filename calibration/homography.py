@@ -316,3 +316,42 @@ def motion_blur_px(
     d = np.asarray(direction, dtype=np.float64)
     d = d / np.linalg.norm(d)
     return float(np.linalg.norm(j @ d) * abs(speed_mps) * exposure_s)
+
+
+def road_grid(
+    h: Any,
+    image_size: tuple[int, int],
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    step_x: float = 1.75,
+    step_y: float = 5.0,
+    samples: int = 40,
+    front: Sequence[float] | None = None,
+) -> list[tuple[str, Array]]:
+    """Metric grid lines on the road as image polylines [(label, (N, 2) px)], for overlays that
+    let an operator see at a glance whether the road plane is right (lines must follow lane
+    markings; 5 m steps must look evenly spaced on the road). `front` is a road point known to
+    be in view (e.g. a calibration point): points on the other side of the horizon are cut."""
+    g = np.linalg.inv(np.asarray(h, np.float64))
+    w, hh = image_size
+    ref = np.array([*(front if front is not None else ((x_range[0] + x_range[1]) / 2, y_range[0])), 1.0])
+    side = np.sign(g[2] @ ref) or 1.0
+    out: list[tuple[str, Array]] = []
+
+    def poly(road: Array, label: str) -> None:
+        q = np.c_[road, np.ones(len(road))] @ g.T
+        ok = q[:, 2] * side > 1e-9
+        if ok.sum() < 2:
+            return
+        p = q[ok, :2] / q[ok, 2:3]
+        inside = (p[:, 0] >= -w) & (p[:, 0] <= 2 * w) & (p[:, 1] >= -hh) & (p[:, 1] <= 2 * hh)
+        if inside.sum() >= 2:
+            out.append((label, p[inside]))
+
+    xs = np.arange(np.floor(x_range[0] / step_x) * step_x, x_range[1] + 1e-9, step_x)
+    ys = np.arange(np.ceil(y_range[0] / step_y) * step_y, y_range[1] + 1e-9, step_y)
+    for y in ys:
+        poly(np.c_[np.linspace(x_range[0], x_range[1], samples), np.full(samples, y)], f"{y:g} m")
+    for x in xs:
+        poly(np.c_[np.full(samples, x), np.linspace(y_range[0], y_range[1], samples)], "")
+    return out

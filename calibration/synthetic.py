@@ -211,7 +211,11 @@ def render_road(cam: RoadCamera, lane_width_m: float = 3.75, lanes: int = 3, das
     q = np.stack([uu, vv, np.ones_like(uu)], -1) @ hm.T
     with np.errstate(divide="ignore", invalid="ignore"):
         x, y = q[..., 0] / q[..., 2], q[..., 1] / q[..., 2]
-    ground = (q[..., 2] * np.sign(hm[2, 2]) > 0) & (y > 0)
+    # The road side of the horizon is where a point known to be on the road maps (H is only
+    # defined up to sign).
+    ref = cam.project([[cam.x_m, 20.0, 0.0]])[0]
+    side = np.sign(hm[2] @ np.array([ref[0], ref[1], 1.0]))
+    ground = (q[..., 2] * side > 0) & (y > 0)
     half = lanes * lane_width_m / 2
     img = np.full(uu.shape, 200.0)  # sky / far
     img[ground] = 90.0

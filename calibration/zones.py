@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.camera import Zones
+from edge.camera import RoadPlane, Zones
 
 Poly = list[list[float]]
 
@@ -195,10 +195,33 @@ def lane_at(zones: Zones, pt: Sequence[float]) -> str | None:
     return None
 
 
-def draw_zones(image: npt.NDArray[np.uint8], zones: Zones) -> npt.NDArray[np.uint8]:
-    """Overlay for reports: capture green, lanes blue with names, exclusions red."""
+def grid_for(road_plane: RoadPlane, image_size: tuple[int, int]) -> list[tuple[str, Any]]:
+    """Road grid around the calibration points: lane-width columns, 5 m rows."""
+    from calibration.homography import road_grid
+
+    r = np.asarray(road_plane.road_points_m, np.float64)
+    return road_grid(road_plane.homography, image_size, (float(r[:, 0].min()) - 3.5, float(r[:, 0].max()) + 3.5),
+                     (max(0.0, float(r[:, 1].min()) - 10.0), float(r[:, 1].max()) + 20.0),
+                     front=r.mean(axis=0).tolist())
+
+
+def draw_zones(image: npt.NDArray[np.uint8], zones: Zones, road_plane: RoadPlane | None = None
+               ) -> npt.NDArray[np.uint8]:
+    """Overlay for reports: capture green, lanes blue with names, exclusions red, and the road
+    plane's metric grid in yellow (it must follow the lane markings)."""
     out = image.copy()
     th = max(2, image.shape[1] // 800)
+    if road_plane is not None:
+        h_img, w_img = image.shape[:2]
+        last_y = 10**9
+        for label, line in grid_for(road_plane, (w_img, h_img)):
+            arr = np.round(line).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(out, [arr], False, (0, 215, 255), max(1, th // 2), cv2.LINE_AA)
+            x, y = arr.reshape(-1, 2)[0]
+            if label and abs(int(y) - last_y) > 14 * th:  # rows crowd together far away: label fewer
+                last_y = int(y)
+                cv2.putText(out, label, (int(max(0, x)) + 4, int(y) - 4), cv2.FONT_HERSHEY_SIMPLEX, th * 0.5,
+                            (0, 215, 255), max(1, th // 2))
 
     def poly(p: Poly, color: tuple[int, int, int], label: str | None = None) -> None:
         arr = np.round(np.asarray(p)).astype(np.int32).reshape(-1, 1, 2)

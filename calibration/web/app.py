@@ -53,8 +53,14 @@ def create_app(camera_path: Path, snapshot: npt.NDArray[np.uint8]) -> FastAPI:
     def state() -> dict[str, Any]:
         with lock:
             cal = load_or_new(camera_path, size, None)
+        grid = []
+        if cal.road_plane is not None:
+            from calibration.zones import grid_for
+
+            grid = [{"label": lbl, "points": np.round(line, 1).tolist()}
+                    for lbl, line in grid_for(cal.road_plane, size)]
         return {"camera_id": cal.camera_id, "camera_file": str(camera_path), "image_size": list(size),
-                "zones": cal.zones.model_dump(mode="json")}
+                "zones": cal.zones.model_dump(mode="json"), "road_grid": grid}
 
     @app.post("/api/zones")
     async def save(request: Request) -> JSONResponse:

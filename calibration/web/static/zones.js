@@ -10,6 +10,7 @@
   let imageSize = [0, 0];
   let scale = 1;
   let zones = []; // {kind, name, points: [[x, y], ...]} in image pixels
+  let grid = []; // [{label, points}] road-plane grid in image pixels (read-only)
   let active = -1;
   let drag = null; // {zone, index}
   let dirty = false;
@@ -54,6 +55,21 @@
   function draw() {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     if (img.complete && img.naturalWidth) ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+    if (document.getElementById("show-grid").checked) {
+      ctx.strokeStyle = "rgba(255, 215, 0, 0.55)";
+      ctx.fillStyle = "rgba(255, 215, 0, 0.9)";
+      ctx.lineWidth = 1;
+      ctx.font = "11px DejaVu Sans, sans-serif";
+      for (const g of grid) {
+        ctx.beginPath();
+        g.points.forEach((p, i) => (i ? ctx.lineTo(p[0] * scale, p[1] * scale) : ctx.moveTo(p[0] * scale, p[1] * scale)));
+        ctx.stroke();
+        if (g.label) {
+          const p = g.points.find((q) => q[0] >= 0 && q[1] >= 0 && q[0] <= imageSize[0] && q[1] <= imageSize[1]);
+          if (p) ctx.fillText(g.label, p[0] * scale + 3, p[1] * scale - 3);
+        }
+      }
+    }
     zones.forEach((z, zi) => {
       const col = COLORS[z.kind];
       const on = zi === active;
@@ -258,11 +274,17 @@
     document.getElementById("camera-id").textContent = st.camera_id;
     document.getElementById("camera-file").textContent = st.camera_file + "  (" + imageSize[0] + "x" + imageSize[1] + ")";
     zones = fromState(st.zones);
+    grid = st.road_grid || [];
+    document.getElementById("grid-toggle").style.display = grid.length ? "" : "none";
+    document.getElementById("show-grid").addEventListener("change", draw);
     active = zones.length ? 0 : -1;
     img.onload = () => { layout(); document.body.dataset.ready = "1"; };
     img.src = "/snapshot.jpg";
     layout();
   }
-  window.zonesEditor = { get scale() { return scale; }, get zones() { return zones; }, get active() { return active; } };
+  window.zonesEditor = {
+    get scale() { return scale; }, get zones() { return zones; }, get active() { return active; },
+    get gridLines() { return grid.length; },
+  };
   init();
 })();

@@ -39,11 +39,12 @@ def zones_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     cam = RoadCamera(6.0, 20.0, 2600.0, SIZE)
     snap = np.asarray(cv2.cvtColor(render_road(cam), cv2.COLOR_GRAY2BGR), np.uint8)
     path = tmp_path / "cam07.camera.yaml"
-    road_img = [[700.0, 1000.0], [1200.0, 1000.0], [800.0, 500.0], [1100.0, 500.0]]
+    road_m = [[-1.875, 12.0], [1.875, 12.0], [-1.875, 30.0], [1.875, 30.0]]
+    road_img = cam.project(np.c_[np.asarray(road_m), np.zeros(4)]).tolist()
     write_camera(CameraCalibration(
         camera_id="cam07", image_size=SIZE,
-        road_plane=RoadPlane(image_points=road_img, road_points_m=[[0, 10], [3, 10], [0, 30], [3, 30]],
-                             homography=np.eye(3).tolist(), rms_m=0.01),
+        road_plane=RoadPlane(image_points=road_img, road_points_m=road_m,
+                             homography=cam.homography_image_to_road().tolist(), rms_m=0.01),
         thresholds={"phone_use": ViolationThreshold.model_validate({"min_confidence": 0.61, "k": 2, "n": 6})},
     ), path)
     port = _free_port()
@@ -79,6 +80,7 @@ def test_zones_page_click_drag_save(zones_server, artifacts_dir: Path) -> None:
             page.goto(url)
             page.wait_for_selector("body[data-ready='1']", timeout=20000)
             expect(page.locator("#camera-id")).to_have_text("cam07")
+            assert page.evaluate("window.zonesEditor.gridLines") > 5  # road-plane grid overlay shown
             box = page.locator("#canvas").bounding_box()
             assert box is not None
             s = box["width"] / SIZE[0]

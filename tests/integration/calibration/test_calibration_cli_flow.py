@@ -69,8 +69,10 @@ def test_full_calibration_flow(tmp_path: Path) -> None:
     pts[5] = f"{u:.1f},{v:.1f}:1.875,35.0"  # operator clicked the next dash: 6 m off
     bad = _run("road", "--camera", str(cam_yaml), "--points", " ".join(pts), ok=(1,))
     assert "not written" in bad.stderr
-    out = _run("road", "--camera", str(cam_yaml), "--points", " ".join(pts), "--ransac").stdout
-    assert "OUTLIER" in out and "road_plane written" in out
+    out = _run("road", "--camera", str(cam_yaml), "--points", " ".join(pts), "--ransac",
+               "--snapshot", str(snap), "--preview", str(tmp_path / "road.png")).stdout
+    assert "OUTLIER" in out and "road_plane written" in out and "lens distortion moves" in out
+    assert (tmp_path / "road.png").stat().st_size > 10_000
     cal = load_camera(cam_yaml)
     assert cal.road_plane is not None and len(cal.road_plane.image_points) == 7 and (cal.road_plane.rms_m or 0.0) < 0.05
     grid = np.array([[x, y, 0.0] for x in np.linspace(-5.6, 5.6, 6) for y in np.linspace(10, 40, 7)])
