@@ -421,12 +421,18 @@ def _shadow(frame: np.ndarray, cam: Camera, a: Actor, light: Lighting) -> None:
     X0, Y0, X1, Y1 = max(x0, 0), max(y0, 0), min(x1, cam.width), min(y1, cam.height)
     if X1 - X0 < 2 or Y1 - Y0 < 2:
         return
-    mask = np.zeros((Y1 - Y0, X1 - X0), np.float32)
-    cv2.fillPoly(mask, [np.round((hull - [X0, Y0]) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+    # Soft shadows are drawn and blurred at reduced resolution (the blur is wide anyway).
+    ds = max(1, int(sig / 3))
+    mh, mw = max(2, (Y1 - Y0) // ds), max(2, (X1 - X0) // ds)
+    sx, sy = mw / (X1 - X0), mh / (Y1 - Y0)
+    mask = np.zeros((mh, mw), np.float32)
+    cv2.fillPoly(mask, [np.round((hull - [X0, Y0]) * [sx, sy] * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
     # Contact shadow: the dark core right under the body.
     core, _ = cam.project(foot + np.array([0, 0.3, 0]))
-    cv2.fillPoly(mask, [np.round((core - [X0, Y0]) * 16).astype(np.int32)], 1.35, cv2.LINE_AA, shift=4)
-    mask = cv2.GaussianBlur(mask, (0, 0), sig)
+    cv2.fillPoly(mask, [np.round((core - [X0, Y0]) * [sx, sy] * 16).astype(np.int32)], 1.35, cv2.LINE_AA, shift=4)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.8, sig / ds))
+    if ds > 1:
+        mask = cv2.resize(mask, (X1 - X0, Y1 - Y0), interpolation=cv2.INTER_LINEAR)
     roi = frame[Y0:Y1, X0:X1]
     roi[:] = np.clip(roi * (1 - np.clip(mask * strength, 0, 0.85))[..., None], 0, 255).astype(np.uint8)
 
