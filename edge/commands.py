@@ -144,7 +144,12 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     cascade = build_cascade(cfg, models)
-    sources = replay_sources(cfg, realtime, analysis_fps, start_time)
+    from edge.sources import SourceError
+
+    try:
+        sources = replay_sources(cfg, realtime, analysis_fps, start_time)
+    except SourceError as exc:  # empty / truncated-header / not a video: a clear error, no traceback
+        raise click.ClickException(str(exc)) from exc
     cams = camera_states(cfg, {s.camera_id: (s.width, s.height) for s in sources},
                          activation=cfg.models.vehicle_conf)
     sinks: list[Any] = []
