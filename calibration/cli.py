@@ -196,6 +196,9 @@ def zones(camera_path: str, snapshot: str | None, at_s: float, camera_id: str | 
 
         assert img is not None
         app = create_app(Path(camera_path), img)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"warning: the editor has no login; anyone who can reach {host}:{port} can change the "
+                       "zones (use an SSH tunnel to 127.0.0.1 instead)", err=True)
         click.echo(f"zones editor on http://{host}:{port}/  (Ctrl+C to stop)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 

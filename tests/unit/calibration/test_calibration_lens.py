@@ -121,3 +121,37 @@ def test_point_helpers_are_inverse_and_crop_matches_full_frame() -> None:
     assert crop.shape == ref.shape
     # Same sampling, different map precision (16-bit fixed point vs float): within 2 levels.
     assert np.mean(np.abs(crop.astype(int) - ref.astype(int))) < 2.0
+
+
+def test_printable_board_is_detected_and_cli_reads_video(tmp_path, checker_views) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from calibration.cli import calibrate
+    from edge.camera import load_camera
+
+    r = CliRunner()
+    png = tmp_path / "board.png"
+    res = r.invoke(calibrate, ["board", "--pattern", "charuco", "--cols", "9", "--rows", "6", "--square-mm", "30",
+                               "--px-per-mm", "4", "--out", str(png)])
+    assert res.exit_code == 0, res.output
+    det = detect_board(cv2.imread(str(png)), BoardSpec("charuco", 9, 6, 30.0))
+    assert det is not None and len(det.image_points) == 8 * 5  # every inner corner of the print
+    # Views as a video (MJPG keeps corners sharp), every frame used.
+    vid = tmp_path / "boards.avi"
+    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter.fourcc(*"MJPG"), 5, SIZE)
+    for _, im in checker_views:
+        wr.write(cv2.cvtColor(im, cv2.COLOR_GRAY2BGR))
+    wr.release()
+    cam = tmp_path / "c1.camera.yaml"
+    report = tmp_path / "lens.json"
+    res = r.invoke(calibrate, ["lens", str(vid), "--pattern", "checkerboard", "--cols", "10", "--rows", "7",
+                               "--square-mm", "30", "--video-step", "1", "--out", str(cam), "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    lens = load_camera(cam).lens
+    assert lens is not None and abs(lens.camera_matrix[0][0] - K[0, 0]) < 0.01 * K[0, 0]
+    assert "boards.avi#0" in report.read_text()
+    # A bar that cannot be met refuses to write, saying why.
+    res = r.invoke(calibrate, ["lens", str(vid), "--pattern", "checkerboard", "--cols", "10", "--rows", "7",
+                               "--square-mm", "30", "--video-step", "1", "--out", str(tmp_path / "x.yaml"),
+                               "--max-rms", "0.001"])
+    assert res.exit_code == 1 and "not written" in res.output and not (tmp_path / "x.yaml").exists()
