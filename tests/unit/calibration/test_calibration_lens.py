@@ -134,7 +134,7 @@ def test_printable_board_is_detected_and_cli_reads_video(tmp_path, checker_views
     res = r.invoke(calibrate, ["board", "--pattern", "charuco", "--cols", "9", "--rows", "6", "--square-mm", "30",
                                "--px-per-mm", "4", "--out", str(png)])
     assert res.exit_code == 0, res.output
-    det = detect_board(cv2.imread(str(png)), BoardSpec("charuco", 9, 6, 30.0))
+    det = detect_board(np.asarray(cv2.imread(str(png)), np.uint8), BoardSpec("charuco", 9, 6, 30.0))
     assert det is not None and len(det.image_points) == 8 * 5  # every inner corner of the print
     # Views as a video (MJPG keeps corners sharp), every frame used.
     vid = tmp_path / "boards.avi"
