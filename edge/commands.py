@@ -209,18 +209,29 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
 @click.argument("events", type=click.Path(exists=True, dir_okay=False))
 @click.option("--iou", type=float, default=0.3, show_default=True, help="Min vehicle-box IoU to match.")
 @click.option("--min-driver-px", type=float, default=48, show_default=True)
+@click.option("--analysis-fps", type=float, default=5.0, show_default=True,
+              help="The replay's analysis rate (decidable = enough analysed frames).")
+@click.option("--camera", "camera_yaml", type=click.Path(exists=True, dir_okay=False),
+              help="Camera YAML whose capture zone bounds what is decidable (default: <clip>.camera.yaml "
+                   "beside the ground truth, if present).")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the JSON here.")
-def score(groundtruth: str, events: str, iou: float, min_driver_px: float, json_out: str | None) -> None:
+def score(groundtruth: str, events: str, iou: float, min_driver_px: float, analysis_fps: float,
+          camera_yaml: str | None, json_out: str | None) -> None:
     """Violation precision/recall, plate exact match and duplicates of a replay vs ground truth."""
+    from edge.camera import CalibrationFileError, load_camera
     from edge.score import GroundTruthError, load_events, load_ground_truth
     from edge.score import score as do_score
 
     try:
         gt = load_ground_truth(groundtruth)
         evs = load_events(events)
-    except (GroundTruthError, ValueError) as exc:
+        if camera_yaml is None:
+            beside = Path(groundtruth).with_name(Path(groundtruth).name.replace(".groundtruth.json", ".camera.yaml"))
+            camera_yaml = str(beside) if beside.is_file() and beside.name != Path(groundtruth).name else None
+        zones = load_camera(camera_yaml).zones if camera_yaml else None
+    except (GroundTruthError, CalibrationFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    s = do_score(gt, evs, iou_min=iou, min_driver_px=min_driver_px)
+    s = do_score(gt, evs, iou_min=iou, min_driver_px=min_driver_px, analysis_fps=analysis_fps, zones=zones)
     d = s.to_dict()
     text = json.dumps(d, indent=2, ensure_ascii=False)
     click.echo(text)

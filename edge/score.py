@@ -7,7 +7,11 @@ annotated frame within 2 frames is used when that exact frame is not annotated.
 - precision: events that name a violation their vehicle really commits, first per
   (vehicle, violation), over all events (duplicates and unmatched events count against it).
 - recall: detected (vehicle, violation) pairs over the decidable ones: the driver box is
-  annotated and at least `min_driver_px` tall in at least `min_frames` frames.
+  annotated and at least `min_driver_px` tall, with the vehicle inside the camera's capture
+  zone (when the clip's camera YAML is given), in enough frames that the replay schedule
+  (`analysis_fps`) samples at least `k` of them. A vehicle that never enters the zone, or
+  whose driver is never large enough, cannot be decided by design and is reported apart
+  (`recall_all` counts every violation).
 - plate exact: per violating vehicle with a correct event, whether the event's plate text
   equals the ground truth exactly.
 - duplicates: further events for an already reported (vehicle, violation).
@@ -22,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.camera import Zones
 from edge.event import EventMessage, ViolationEvent
+from edge.rules import in_capture_zone
 from edge.types import box_iou
 
 
@@ -95,18 +101,25 @@ def _box_at(vehicle: dict[str, Any], frame: int, tol: int = 2) -> list[float] | 
     return None if best is None else best[1]
 
 
-def decidable(vehicle: dict[str, Any], min_driver_px: float, min_frames: int) -> bool:
+def decidable(vehicle: dict[str, Any], min_driver_px: float, min_frames: int, zones: Zones | None = None) -> bool:
     n = 0
     for t in vehicle.get("track", []):
         b = t.get("driver_box")
-        if b is not None and (b[3] - b[1]) >= min_driver_px:
-            n += 1
+        if b is None or (b[3] - b[1]) < min_driver_px:
+            continue
+        if zones is not None and not in_capture_zone(np.asarray(t["box"], np.float32), zones):
+            continue
+        n += 1
     return n >= min_frames
 
 
 def score(gt: dict[str, Any], events: list[ViolationEvent], iou_min: float = 0.3,
-          min_driver_px: float = 48, min_frames: int = 3) -> Score:
+          min_driver_px: float = 48, k: int = 3, analysis_fps: float = 5.0,
+          zones: Zones | None = None) -> Score:
     s = Score(events=len(events))
+    # qualifying ground-truth frames needed so that the analysis schedule samples k of them
+    step = max(1, round(float(gt.get("fps", 25.0)) / analysis_fps))
+    min_frames = (k - 1) * step + 1
     vehicles = gt["vehicles"]
     reported: dict[tuple[int, str], ViolationEvent] = {}
     for ev in sorted(events, key=lambda e: (e.captured_at, e.event_id)):
@@ -139,7 +152,7 @@ def score(gt: dict[str, Any], events: list[ViolationEvent], iou_min: float = 0.3
 
     per: dict[str, dict[str, float]] = {}
     for v in vehicles:
-        dec = decidable(v, min_driver_px, min_frames)
+        dec = decidable(v, min_driver_px, min_frames, zones)
         for viol in v.get("violations", []):
             p = per.setdefault(viol, {"truth": 0, "decidable": 0, "detected": 0, "events": 0})
             p["truth"] += 1
