@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from models.synth.datasets import MODELS, SAMPLERS
+from models.synth.datasets import MODELS, SAMPLERS, write_scene_plate_text_dataset
 from models.synth.fonts import font_path
 from models.synth.plates import degrade_plate, random_plate_text, render_plate
 
@@ -51,12 +51,30 @@ def _tile_plate(rng: np.random.Generator, tile: int) -> Image.Image:
     return canvas
 
 
+def _tile_crop(img: np.ndarray, caption: str, tile: int) -> Image.Image:
+    s = (tile - 8) / img.shape[1]
+    big = cv2.resize(img, (tile - 8, max(1, round(img.shape[0] * s))), interpolation=cv2.INTER_NEAREST)
+    f = _font(max(12, tile // 12))
+    canvas = Image.new("RGB", (tile, big.shape[0] + f.size + 12), (30, 30, 30))
+    canvas.paste(Image.fromarray(cv2.cvtColor(big, cv2.COLOR_BGR2RGB)), (4, 4))
+    ImageDraw.Draw(canvas).text((6, big.shape[0] + 6), f"{caption} {img.shape[1]}x{img.shape[0]}", fill=(240, 240, 240),
+                                font=f)
+    return canvas
+
+
 def contact_tiles(model: str, n: int, seed: int, tile: int) -> list[Image.Image]:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     if model == "plate_text":
         rng = np.random.default_rng(seed)
         return [_tile_plate(rng, tile) for _ in range(n)]
+    if model == "plate_text_scene":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as td:
+            csv_path = write_scene_plate_text_dataset(td, n, seed)
+            rows = [ln.split(",") for ln in csv_path.read_text(encoding="utf-8").splitlines()[1:]]
+            return [_tile_crop(np.asarray(cv2.imread(str(Path(td) / r[0]))), f"{r[1]}  ({r[2]})", tile) for r in rows]
     fn, names = SAMPLERS[model]
     tiles = []
     for i in range(n):

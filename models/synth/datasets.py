@@ -33,7 +33,7 @@ from models.synth.vehicles import VEHICLE_CLASSES
 
 PLATE_CLASSES = ("plate",)
 OCCUPANT_CLASSES = ("driver", "passenger", "seatbelt", "phone", "face")
-MODELS = ("vehicles", "plates", "occupants", "plate_text")
+MODELS = ("vehicles", "plates", "occupants", "plate_text", "plate_text_scene")
 
 Box = tuple[float, float, float, float]
 Sample = tuple[np.ndarray, list[tuple[int, Box]]]  # image, [(class, xyxy px)]
@@ -87,7 +87,7 @@ def vehicles_sample(seed: int, i: int, *, width: int = 1280, site_every: int = 1
 
 
 def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Balance | None,
-                   max_side: int) -> Sample:
+                   max_side: int, texts: list[tuple[str, str]] | None = None) -> Sample:
     """A crop around the first actor (vehicle crop for plates, windshield crop for occupants)."""
     for attempt in range(20):
         rng = np.random.default_rng([seed, i, attempt])
@@ -131,6 +131,10 @@ def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Ba
         if lab is None:
             continue
         out = _plate_labels(labels) if kind == "plates" else _occupant_labels(lab)
+        if texts is not None:  # plate texts, parallel to the plate labels
+            by_id = {a.id: a for a in actors}
+            texts[:] = [(str(by_id[lb.id].plate), str(by_id[lb.id].plate_kind)) for lb in labels
+                        if lb.plate_box is not None]
         if kind == "occupants" and lab.windshield_box is None:
             continue
         imaging = Imaging(crop, site.cond, light, int(rng.integers(1 << 30)), variants=1)
@@ -163,6 +167,48 @@ def plates_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance |
 def occupants_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
                      max_side: int = 1024) -> Sample:
     return _target_sample(seed, i, "occupants", site_every=site_every, balance=balance, max_side=max_side)
+
+
+def write_scene_plate_text_dataset(out_dir: str | Path, n: int, seed: int, *, val_fraction: float = 0.1,
+                                   progress: Callable[[int, int], None] | None = None) -> Path:
+    """Plate crops cut from rendered vehicle crops (the plate detector's view at full
+    resolution, day/dusk/night IR, blur, codec artefacts), named by text + labels.csv.
+
+    Complements the synthetic `plate_text` set with the exact rendering path of the clips.
+    """
+    import csv
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, str, str]] = []
+    i = 0
+    while len(rows) < n:
+        texts: list[tuple[str, str]] = []
+        img, labels = _target_sample(seed, i, "plates", site_every=12, balance=None, max_side=100000, texts=texts)
+        rng = np.random.default_rng([seed, i, 55])
+        for (_, (x0, y0, x1, y1)), (text, kind) in zip(labels, texts, strict=True):
+            w, h = x1 - x0, y1 - y0
+            if w < 24 or len(rows) >= n:
+                continue
+            m = rng.uniform(0.0, 0.1, 4) * np.array([w, h, w, h])
+            X0, Y0 = int(max(0, x0 - m[0])), int(max(0, y0 - m[1]))
+            X1, Y1 = int(min(img.shape[1], x1 + m[2] + 1)), int(min(img.shape[0], y1 + m[3] + 1))
+            crop = img[Y0:Y1, X0:X1]
+            name = f"images/{text}_{i:06d}_{len(rows):06d}.png"
+            ok, buf = cv2.imencode(".png", crop)
+            if not ok:
+                raise RuntimeError(f"PNG encoding failed for {name}")
+            (out / name).write_bytes(buf.tobytes())
+            rows.append((name, text, kind, "val" if rng.random() < val_fraction else "train"))
+        i += 1
+        if progress:
+            progress(len(rows), n)
+    labels_csv = out / "labels.csv"
+    with labels_csv.open("w", newline="", encoding="utf-8") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["file", "plate", "kind", "split"])
+        wr.writerows(rows)
+    return labels_csv
 
 
 SAMPLERS: dict[str, tuple[Callable[..., Sample], tuple[str, ...]]] = {
@@ -213,8 +259,11 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
         raise ValueError(f"n must be positive, got {n}")
     out = Path(out_dir).resolve()
     t0 = time.time()
-    if model == "plate_text":
-        p = write_plate_text_dataset(out, n, seed, val_fraction=val_fraction)
+    if model in ("plate_text", "plate_text_scene"):
+        if model == "plate_text":
+            p = write_plate_text_dataset(out, n, seed, val_fraction=val_fraction)
+        else:
+            p = write_scene_plate_text_dataset(out, n, seed, val_fraction=val_fraction, progress=progress)
         _manifest(out, model, n, seed, {}, [], time.time() - t0)
         return p
     for split in ("train", "val"):

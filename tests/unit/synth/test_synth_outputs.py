@@ -63,6 +63,26 @@ def test_plate_text_dataset_via_dispatch(tmp_path: Path) -> None:
     assert p.name == "labels.csv" and len(p.read_text(encoding="utf-8").splitlines()) == 6
 
 
+def test_scene_plate_text_crops_match_rendered_plates(tmp_path: Path) -> None:
+    import csv
+
+    from models.synth.plates import validate_plate_text
+
+    p = write_dataset("plate_text_scene", tmp_path, 4, seed=2)
+    rows = list(csv.DictReader(p.open(encoding="utf-8")))
+    assert len(rows) == 4
+    for r in rows:
+        validate_plate_text(r["plate"], r["kind"])
+        img = cv2.imread(str(tmp_path / r["file"]))
+        assert img is not None and img.shape[1] >= 24
+        # The crop is the plate: dominated by its sheeting colour (day renders are colour).
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hue = {"blue": (95, 130), "yellow": (12, 38), "green": (35, 90)}.get(r["kind"])
+        if hue is not None and hsv[..., 1].mean() > 60:
+            frac = ((hsv[..., 0] >= hue[0]) & (hsv[..., 0] <= hue[1]) & (hsv[..., 1] > 60)).mean()
+            assert frac > 0.3, (r, frac)
+
+
 def test_clip_groundtruth_and_camera_yaml(tmp_path: Path) -> None:
     pre = Preset("tiny", 640, 338, "day", "clear", lanes=2, crf=35, min_violators=1)
     res = render_clip(pre, tmp_path, seconds=0.8, fps=10, seed=2)
