@@ -158,8 +158,8 @@ def sample_polygon(poly: list[list[float]], exclusions: list[list[list[float]]],
     return pts[keep]
 
 
-def _geometry(h: npt.NDArray[np.float64], pts: npt.NDArray[np.float64], speed_mps: float, exposure_s: float
-              ) -> dict[str, npt.NDArray[np.float64]]:
+def _geometry(h: npt.NDArray[np.float64], pts: npt.NDArray[np.float64], speed_mps: float, exposure_s: float,
+              direction: tuple[float, float] = (0.0, 1.0)) -> dict[str, npt.NDArray[np.float64]]:
     g = np.linalg.inv(h)
     char, width, face, blur = [], [], [], []
     for pt in pts:
@@ -167,7 +167,7 @@ def _geometry(h: npt.NDArray[np.float64], pts: npt.NDArray[np.float64], speed_mp
         across, _ = hg.pixels_per_metre(h, pt)
         width.append(across * hg.PLATE_WIDTH_M)
         char.append(across * hg.PLATE_CHAR_HEIGHT_M)
-        blur.append(hg.motion_blur_px(h, pt, speed_mps, exposure_s))
+        blur.append(hg.motion_blur_px(h, pt, speed_mps, exposure_s, direction))
         # The driver's head is DRIVER_SETBACK_M behind the plate, i.e. farther from the camera:
         # whichever way along Y makes the image scale smaller.
         cand = hg.apply_homography(g, [[x, y + DRIVER_SETBACK_M], [x, y - DRIVER_SETBACK_M]])
@@ -288,7 +288,13 @@ def assess(
         if not valid.all():
             reasons.append(f"{(~valid).mean():.0%} of the zone is above the road horizon (sky / far away): "
                            "counted as not resolvable")
-        geo = _geometry(h, pts[valid], speed_kmh / 3.6, shutter_ms / 1000.0) if valid.any() else None
+        direction = (0.0, 1.0)  # traffic along the road; a lane polygon gives its own direction
+        if name.startswith("lane ") and valid.all():
+            try:
+                direction = hg.lane_direction(h, poly)
+            except hg.HomographyError:
+                pass
+        geo = _geometry(h, pts[valid], speed_kmh / 3.6, shutter_ms / 1000.0, direction) if valid.any() else None
         if geo is None:
             raise FitnessError(f"zone {name}: lies entirely above the road horizon of the homography")
         plate_ok = (geo["char"] >= c.min_char_px) & (geo["blur"] <= c.max_blur_px)

@@ -355,3 +355,19 @@ def road_grid(
     for x in xs:
         poly(np.c_[np.full(samples, x), np.linspace(y_range[0], y_range[1], samples)], "")
     return out
+
+
+def lane_direction(h: Any, lane_polygon: Any) -> tuple[float, float]:
+    """Unit road-plane vector along a lane polygon (its long axis on the road, pointing away
+    from the camera, i.e. +Y-ward), for `speed_along_lane` on skewed or curving roads."""
+    road = apply_homography(h, lane_polygon)
+    if not np.all(np.isfinite(road)):
+        raise HomographyError("lane polygon reaches beyond the road horizon")
+    c = road - road.mean(axis=0)
+    _, sv, vt = np.linalg.svd(c, full_matrices=False)
+    if sv[1] > sv[0] / 1.5:
+        raise HomographyError("lane polygon is not elongated on the road: its direction is ambiguous")
+    d = vt[0]
+    if d[1] < 0:
+        d = -d
+    return float(d[0]), float(d[1])

@@ -170,3 +170,19 @@ def test_recover_road_homography_from_rendered_scene() -> None:
     assert fit.rms_m < 0.06
     # Checked over the stretch the markings cover (11-32 m), three lanes wide.
     assert _map_err_m(fit.homography, h_true, cam, ys=(11, 32)) < 0.10
+
+
+def test_lane_direction_for_a_skewed_lane() -> None:
+    h = CAM.homography_image_to_road()
+    ang = np.deg2rad(10.0)  # lane turning 10 degrees to the right of the road axis
+    d = np.array([np.sin(ang), np.cos(ang)])
+    n = np.array([d[1], -d[0]])
+    corners = [s * 1.75 * n + t * d for s, t in ((-1, 12), (1, 12), (1, 40), (-1, 40))]
+    lane_px = _img(CAM, np.array(corners))
+    dx, dy = hg.lane_direction(h, lane_px)
+    assert np.allclose((dx, dy), d, atol=1e-6)
+    p1, p2 = _img(CAM, np.array([12 * d + 8 * d, 12 * d + 6 * d]))
+    assert hg.speed_along_lane(h, p1, 0.0, p2, 0.1, (dx, dy)) == pytest.approx(-20.0, abs=1e-6)
+    square = _img(CAM, np.array([[0, 20], [3, 20], [3, 23], [0, 23]], float))
+    with pytest.raises(hg.HomographyError, match="ambiguous"):
+        hg.lane_direction(h, square)
