@@ -255,6 +255,18 @@ def _box(x0: float, x1: float, s0: float, s1: float, z0: float, z1: float, col: 
             Face(_quad(P([x1, s0, z1]), P([x1, s1, z1]), P([x1, s1, z0]), P([x1, s0, z0])), col, kind, inside=c)]
 
 
+def _prism(cx: float, cs: float, z0: float, z1: float, rx: float, rs: float, col: tuple[float, ...],
+           kind: str = "paint", n: int = 10, taper: float = 1.0) -> list[Face]:
+    """Elliptic prism (n sides + top): rounder torsos and helmets than boxes."""
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False) + np.pi / n
+    lo = np.stack([cx + rx * np.cos(a), cs + rs * np.sin(a), np.full(n, z0)], 1)
+    hi = np.stack([cx + rx * taper * np.cos(a), cs + rs * taper * np.sin(a), np.full(n, z1)], 1)
+    c = np.array([cx, cs, (z0 + z1) / 2])
+    faces = [Face(_quad(hi[i], hi[(i + 1) % n], lo[(i + 1) % n], lo[i]), col, kind, inside=c) for i in range(n)]
+    faces.append(Face(hi[::-1].copy(), col, kind, inside=c))
+    return faces
+
+
 def _build_two_wheeler(rng: np.random.Generator) -> VehicleModel:
     """Motorbike or e-bike with its rider, seen from ahead."""
     ebike = rng.random() < 0.6
@@ -281,12 +293,16 @@ def _build_two_wheeler(rng: np.random.Generator) -> VehicleModel:
     # Rider: legs, torso, arms to the bar, head.
     f += _box(-0.2, -0.06, 0.45, 0.65, 0.35, 0.85, pants)
     f += _box(0.06, 0.2, 0.45, 0.65, 0.35, 0.85, pants)
-    f += _box(-0.21, 0.21, 0.65, 0.9, 0.85, 1.45, cloth, "cloth")
+    f += _prism(0.0, 0.78, 0.85, 1.45, 0.22, 0.13, cloth, "cloth", taper=0.92)
     f += _box(-0.3, -0.2, 0.3, 0.7, 1.0, 1.38, cloth, "cloth")
     f += _box(0.2, 0.3, 0.3, 0.7, 1.0, 1.38, cloth, "cloth")
     f += _box(-0.06, 0.06, 0.7, 0.82, 1.45, 1.52, skin, "skin")
-    f += _box(-0.13, 0.13, 0.63, 0.88, 1.52, 1.8, helmet)
-    f += _box(-0.09, 0.09, 0.62, 0.64, 1.56, 1.68, (40.0, 40.0, 45.0) if rng.random() < 0.5 else skin, "skin")
+    f += _prism(0.0, 0.75, 1.5, 1.72, 0.13, 0.14, helmet, n=12)
+    f += _prism(0.0, 0.75, 1.72, 1.8, 0.13, 0.14, helmet, n=12, taper=0.6)
+    # Visor / face opening on the front of the helmet.
+    f.append(Face(_quad(np.array([-0.085, 0.6, 1.68]), np.array([0.085, 0.6, 1.68]), np.array([0.085, 0.6, 1.55]),
+                        np.array([-0.085, 0.6, 1.55])), (40.0, 40.0, 45.0) if rng.random() < 0.5 else skin, "skin",
+                  inside=np.array([0.0, 0.75, 1.6])))
     for face in f:
         face.cull = True
     return VehicleModel("two_wheeler", 1.7, 0.72, 1.8, name, f, None, None, lights)
