@@ -186,7 +186,11 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
     hair_top = (cu + math.sin(lean) * 0.02, hv - head_h * 0.35)
     if style != "bald":
         p.ellipse(hair_top, (head_w * 1.08, head_h * 0.85), math.degrees(lean), hair, lid)
-    p.ellipse(c, (head_w, head_h), math.degrees(lean), skin, fid)
+    # Face: a darker rim and a lit centre (soft after _shade's blur) read as a rounded head.
+    p.ellipse(c, (head_w, head_h), math.degrees(lean), skin * 0.82, fid)
+    p.ellipse((cu + rng.normal(0, 0.006), hv - head_h * 0.08), (head_w * 0.78, head_h * 0.8), math.degrees(lean),
+              skin * 1.04, fid)
+    p.ellipse((cu, hv + head_h * 0.92), (head_w * 0.7, head_h * 0.12), 0, skin * 0.6, fid)  # chin shadow
     p.ellipse((cu - head_w, hv + 0.005), (0.012, 0.025), 0, skin * 0.9, fid)  # ears
     p.ellipse((cu + head_w, hv + 0.005), (0.012, 0.025), 0, skin * 0.9, fid)
     if style in ("short", "long", "bun"):  # fringe
