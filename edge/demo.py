@@ -145,7 +145,7 @@ def demo(clip: str | None, workdir: Path, http_port: int, analysis_fps: float, m
             slog = open(workdir / "server.log", "wb")  # noqa: SIM115
             srv = subprocess.Popen(cmd, stdout=slog, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
             procs.append(("server", srv))
-            if not wait_port(http_port, 60, srv):
+            if not wait_port(http_port, 180, srv):
                 click.echo(f"WARNING: `roadeye server run` did not come up (exit code {srv.poll()}); "
                            f"see {workdir / 'server.log'}. Replaying into the broker anyway.", err=True)
                 server_ok = False
@@ -184,9 +184,12 @@ def demo(clip: str | None, workdir: Path, http_port: int, analysis_fps: float, m
         click.echo("")
         click.echo(f"edge published {n_events} event(s); copy in {events_file}")
         if server_ok:
-            time.sleep(3.0)  # let the collector commit the last batch
             db = data_dir / "roadeye.db"
+            deadline = time.monotonic() + 60  # the collector commits in batches
             counts = _count_events(db)
+            while (counts is None or counts.get("events", 0) < n_events) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                counts = _count_events(db)
             click.echo(f"review app:  http://127.0.0.1:{http_port}  (login admin / {password})")
             click.echo(f"database:    {db}")
             click.echo(f"stored rows: {counts if counts is not None else 'database not found yet'}")
