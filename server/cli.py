@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -44,15 +45,19 @@ def _mqtt_options(f: Callable[..., Any]) -> Callable[..., Any]:
                   help="CA certificate; enables TLS.")
     @click.option("--group", default="collectors", show_default=True, help="Shared-subscription group.")
     @click.option("--client-id", default=None, help="Stable MQTT client id (persistent session key).")
+    @click.option("--workers", type=click.IntRange(0, 64), default=None,
+                  help="Validation processes [default: one per core, at most 4; 0 = in-process].")
     @click.option("--register-device-key", "device_keys", multiple=True, metavar="DEVICE_ID=PEM_PATH",
                   help="Register (or re-key) a device before starting; repeatable.")
     @functools.wraps(f)
     def wrapper(*args: Any, mqtt_host: str, mqtt_port: int, mqtt_username: str | None,
                 mqtt_password: str | None, mqtt_tls_ca: Path | None, group: str, client_id: str | None,
-                **kw: Any) -> Any:
+                workers: int | None, cfg: ServerConfig, **kw: Any) -> Any:
+        n = min(4, os.cpu_count() or 1) if workers is None else workers
+        cfg = cfg.model_copy(update={"collector": cfg.collector.model_copy(update={"workers": n})})
         m = MqttSettings(host=mqtt_host, port=mqtt_port, username=mqtt_username, password=mqtt_password,
                          tls_ca=mqtt_tls_ca, group=group, client_id=client_id)  # type: ignore[call-arg]
-        return f(*args, mqtt=m, **kw)
+        return f(*args, mqtt=m, cfg=cfg, **kw)
 
     return wrapper
 

@@ -42,6 +42,8 @@ class CollectorSettings(_Strict):
     batch_linger_s: float = Field(0.005, ge=0, le=1, description="Wait this long to fill a batch.")
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, gt=0, description="Larger messages are dead-lettered.")
     retry_max_s: float = Field(30.0, gt=0, description="Backoff ceiling while storage is down.")
+    workers: int = Field(0, ge=0, le=64, description="Validation processes (0 = validate in the collector "
+                         "process; the CLI defaults to one per core, at most 4).")
 
 
 class WebSettings(_Strict):

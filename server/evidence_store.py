@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +39,10 @@ def check_sha256(sha256: str) -> str:
 class EvidenceStore(Protocol):
     def put(self, sha256: str, data: bytes, content_type: str = ...) -> bool:
         """Store `data` (whose hash must be `sha256`); False when it was already there."""
+        ...
+
+    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
+        """Store many (sha256, data, content_type) durably; returns how many were new."""
         ...
 
     def get(self, sha256: str) -> bytes: ...
@@ -91,6 +96,45 @@ class LocalEvidenceStore:
         _fsync_dir(dest.parent)
         return True
 
+    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
+        """Group-durable batch write: temp files are fsync'd concurrently (the filesystem
+        merges them into a few journal commits: ~1 ms per file instead of ~10 ms serially),
+        then renamed, then their directories fsync'd. Same crash guarantees as `put`."""
+        todo: dict[str, bytes] = {}
+        for sha, data, _ in items:
+            _verify(sha, data)
+            dest = self.path_for(sha)
+            if sha not in todo and not (dest.is_file() and dest.stat().st_size == len(data)):
+                todo[sha] = data
+        if not todo:
+            return 0
+        if len(todo) == 1:
+            sha, data = next(iter(todo.items()))
+            return int(self.put(sha, data))
+
+        def write(sha: str) -> tuple[str, str]:
+            dest = self.path_for(sha)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(todo[sha])
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o444)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            return sha, tmp
+
+        pool = _io_pool()
+        written = list(pool.map(write, todo))
+        for sha, tmp in written:
+            os.replace(tmp, self.path_for(sha))
+        list(pool.map(_fsync_dir, {self.path_for(sha).parent for sha in todo}))
+        return len(todo)
+
     def get(self, sha256: str) -> bytes:
         try:
             return self.path_for(sha256).read_bytes()
@@ -104,6 +148,16 @@ class LocalEvidenceStore:
 
     def describe(self) -> str:
         return f"file://{self.root.resolve()}"
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="evidence-io")
+    return _POOL
 
 
 def _fsync_dir(path: Path) -> None:
@@ -170,6 +224,10 @@ class S3EvidenceStore:
         except (BotoCoreError, ClientError) as exc:
             raise EvidenceStoreError(f"S3 put_object failed: {exc}") from exc
         return True
+
+    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
+        """Concurrent PUTs (S3 latency, not bandwidth, is the limit for ~100 kB objects)."""
+        return sum(_io_pool().map(lambda it: int(self.put(*it)), items))
 
     def get(self, sha256: str) -> bytes:
         from botocore.exceptions import ClientError

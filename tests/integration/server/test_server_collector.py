@@ -138,11 +138,11 @@ class FlakyStore(LocalEvidenceStore):
         super().__init__(root)
         self.failures = failures
 
-    def put(self, sha256: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
         if self.failures > 0:
             self.failures -= 1
             raise OSError("No space left on device (injected)")
-        return super().put(sha256, data, content_type)
+        return super().put_many(items)
 
 
 def test_storage_outage_is_retried_without_ack(db: Database, mosquitto, ingestor, tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -166,14 +166,14 @@ def _spawn_collector(db_url: str, data_dir: Path, port: int, log: Path) -> subpr
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "server", "collect", "--db", db_url, "--data-dir", str(data_dir),
-         "--mqtt-port", str(port), "--client-id", "killable-collector"],
+         "--mqtt-port", str(port), "--client-id", "killable-collector", "--workers", "1"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
     )
 
 
 def test_sigkilled_collector_loses_nothing(db: Database, db_url: str, mosquitto, ingestor,  # type: ignore[no-untyped-def]
                                            tmp_path: Path, device: SampleDevice) -> None:
-    n = 150
+    n = 100
     msgs = [make_message(device, seed=i)[0].to_bytes() for i in range(n)]
     topic = event_topic(device.site_id, device.camera_id)
     log = tmp_path / "collector.log"

@@ -1,0 +1,216 @@
+"""Collector ingest throughput vs the raw broker, measured side by side in one run.
+
+Same payloads (signed events with ~250 kB of JPEG evidence), same publisher, same broker:
+1. raw: a plain paho subscriber (QoS 1, auto-ack) in its own process counts messages;
+2. collector -> SQLite: `roadeye server collect` in its own process (validate, verify the
+   signature, hash evidence, fsync evidence files, commit, then ack);
+3. collector -> PostgreSQL: the same against a real PostgreSQL.
+Rate = messages / (time of last stored/received - time of first publish). The goal is a
+collector rate >= 0.8 x raw. Prints one JSON object (last stdout line).
+
+    python tests/bench/bench_collector.py [--events 300] [--evidence-bytes 250000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from edge.event import EventMessage, EvidenceKind, event_topic, heartbeat_topic  # noqa: E402
+from server.sample import SampleDevice, assemble, make_message  # noqa: E402
+from tests.services import MosquittoBroker, PostgresServer  # noqa: E402
+
+RAW_SUB = r"""
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+n = int(sys.argv[3]); got = [0]
+def on_connect(c, u, f, rc, p): c.subscribe("roadeye/v1/+/+/events", qos=1)
+def on_subscribe(c, u, mid, rc, p): print("ready", flush=True)
+def on_message(c, u, m):
+    got[0] += 1
+    if got[0] == n:
+        print(f"done {time.time():.6f}", flush=True); c.disconnect()
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect(sys.argv[1], int(sys.argv[2])); c.loop_forever()
+"""
+
+
+def with_comment(jpeg: bytes, text: str) -> bytes:
+    """Make a JPEG unique (distinct SHA-256) with a COM segment; the picture is unchanged."""
+    body = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def build_payloads(dev: SampleDevice, n: int, evidence_bytes: int) -> list[bytes]:
+    base, blobs = make_message(dev, seed=1, evidence_bytes=evidence_bytes)
+    by_kind = {e.kind: (blobs[e.sha256], e) for e in base.event.evidence}
+    t0 = datetime.now(UTC)
+    out = []
+    for i in range(n):
+        items = []
+        for kind in (EvidenceKind.OVERVIEW, EvidenceKind.DRIVER_CROP, EvidenceKind.PLATE_CROP):
+            data, item = by_kind[kind]
+            boxes = [(b.label, tuple(b.box.as_list())) for b in item.boxes]
+            items.append((kind, with_comment(data, f"bench {i} {kind}"), item.width, item.height, boxes))
+        ev = base.event
+        assert ev.plate is not None
+        msg, _ = assemble(dev, items, plate_text=ev.plate.text, plate_box=tuple(ev.plate.box.as_list()),  # type: ignore[arg-type]
+                          vehicle_box=tuple(ev.vehicle.box.as_list()), violation=ev.violation,  # type: ignore[arg-type]
+                          captured_at=t0 + timedelta(milliseconds=i), seed=i)
+        out.append(msg.to_bytes())
+    return out
+
+
+class Publisher:
+    def __init__(self, port: int) -> None:
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5)
+        self.c.max_inflight_messages_set(100)
+        self.c.max_queued_messages_set(0)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def publish_all(self, topic: str, payloads: list[bytes]) -> float:
+        t0 = time.time()
+        infos = [self.c.publish(topic, p, qos=1) for p in payloads]
+        for i in infos:
+            i.wait_for_publish(120)
+        return t0
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def run_raw(broker: MosquittoBroker, payloads: list[bytes], topic: str) -> dict[str, float]:
+    sub = subprocess.Popen([sys.executable, "-c", RAW_SUB, "127.0.0.1", str(broker.port), str(len(payloads))],
+                           stdout=subprocess.PIPE, text=True)
+    assert sub.stdout is not None
+    assert sub.stdout.readline().strip() == "ready"
+    pub = Publisher(broker.port)
+    t0 = pub.publish_all(topic, payloads)
+    line = sub.stdout.readline().split()
+    sub.wait(60)
+    pub.close()
+    elapsed = float(line[1]) - t0
+    return {"seconds": round(elapsed, 3), "msgs_per_s": round(len(payloads) / elapsed, 1)}
+
+
+def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, dev: SampleDevice, db_url: str,
+                  count, work: Path, label: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    pem = work / "dev.pub"
+    pem.write_text(dev.public_pem)
+    log = open(work / f"collector-{label}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "server", "collect", "--db", db_url,
+                             "--data-dir", str(work / label), "--mqtt-port", str(broker.port),
+                             "--client-id", f"bench-{label}", "--group", f"bench-{label}",
+                             "--register-device-key", f"{dev.device_id}={pem}"],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    pub = Publisher(broker.port)
+    try:
+        hb = json.dumps({"device_id": dev.device_id, "site_id": dev.site_id, "sent_at": datetime.now(UTC).isoformat(),
+                         "uptime_s": 1, "clock": {"source": "ntp", "synchronized": True, "offset_ms": 0},
+                         "outbox_depth": 0, "outbox_bytes": 0}).encode()
+        deadline = time.monotonic() + 60
+        while count("device_health") < 1:  # collector subscribed and writing
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"collector did not start: {(work / f'collector-{label}.log').read_text()[-2000:]}")
+            pub.c.publish(heartbeat_topic(dev.site_id, dev.device_id), hb, qos=1).wait_for_publish(10)
+            time.sleep(0.2)
+        t0 = pub.publish_all(topic, payloads)
+        deadline = time.monotonic() + float(os.environ.get("ROADEYE_BENCH_WAIT", "300"))
+        while (stored := count("events")) < len(payloads):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {stored}/{len(payloads)} events stored after 300 s; "
+                                   f"log: {(work / f'collector-{label}.log').read_text()[-3000:]}")
+            time.sleep(0.02)
+        elapsed = time.time() - t0
+        dead = count("dead_letters")
+    finally:
+        pub.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    return {"seconds": round(elapsed, 3), "events_per_s": round(len(payloads) / elapsed, 1), "dead_letters": dead}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=300)
+    ap.add_argument("--evidence-bytes", type=int, default=250_000)
+    ap.add_argument("--skip-postgres", action="store_true")
+    args = ap.parse_args()
+    dev = SampleDevice(device_id="bench-edge", site_id="bench-site", camera_id="cam-1")
+    payloads = build_payloads(dev, args.events, args.evidence_bytes)
+    topic = event_topic(dev.site_id, dev.camera_id)
+    first = EventMessage.from_bytes(payloads[0])
+    result: dict[str, object] = {
+        "events": args.events,
+        "payload_bytes_avg": round(sum(map(len, payloads)) / len(payloads)),
+        "evidence_bytes_avg": sum(e.size for e in first.event.evidence),
+        "cpus": os.cpu_count(),
+        "goal_ratio": 0.8,
+    }
+    with tempfile.TemporaryDirectory(prefix="roadeye-bench-", dir=os.environ.get("ROADEYE_BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        with MosquittoBroker(work / "mqtt") as broker:
+            raw = run_raw(broker, payloads, topic)
+            result["raw_mosquitto_qos1"] = raw
+
+            db_path = work / "bench.db"
+
+            def sqlite_count(table: str) -> int:
+                if not db_path.exists():
+                    return 0
+                try:
+                    with sqlite3.connect(db_path, timeout=5) as c:
+                        return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                except sqlite3.OperationalError:
+                    return 0
+
+            s = run_collector(broker, payloads, topic, dev, f"sqlite:///{db_path}", sqlite_count, work, "sqlite")
+            s["ratio_to_raw"] = round(s["events_per_s"] / raw["msgs_per_s"], 3)
+            result["collector_sqlite"] = s
+
+            if not args.skip_postgres:
+                import sqlalchemy as sa
+
+                with PostgresServer() as pg:
+                    url = pg.create_database("bench")
+                    engine = sa.create_engine(url)
+
+                    def pg_count(table: str) -> int:
+                        try:
+                            with engine.connect() as c:
+                                return int(c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+                        except sa.exc.ProgrammingError:
+                            return 0
+
+                    p = run_collector(broker, payloads, topic, dev, url, pg_count, work, "postgresql")
+                    engine.dispose()
+                    p["ratio_to_raw"] = round(p["events_per_s"] / raw["msgs_per_s"], 3)
+                    result["collector_postgresql"] = p
+    ratios = [v["ratio_to_raw"] for k, v in result.items() if k.startswith("collector_")]  # type: ignore[index]
+    result["goal_met"] = all(r >= 0.8 for r in ratios)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
