@@ -64,6 +64,11 @@ def create_app(camera_path: Path, snapshot: npt.NDArray[np.uint8]) -> FastAPI:
 
     @app.post("/api/zones")
     async def save(request: Request) -> JSONResponse:
+        # Only same-origin script can send application/json without a CORS preflight (which is
+        # never granted here), so another web page open in the operator's browser cannot post
+        # zones to this local server (CSRF).
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"ok": False, "error": "Content-Type must be application/json"}, status_code=415)
         try:
             body = await request.json()
         except ValueError:
