@@ -23,8 +23,9 @@ REASON_CODES: dict[str, str] = {
 
 _PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 _ALNUM = "0-9A-HJ-NP-Z"
-#: CONTRACTS plate format: province + letter + 5 (blue/yellow) or 6 (green) chars, optional suffix.
-PLATE_RE = re.compile(rf"^[{_PROVINCES}][A-HJ-NP-Z][{_ALNUM}]{{4,6}}[{_ALNUM}学警挂]$")
+#: CONTRACTS plate format: province + letter + 5 chars (7 in all: blue / yellow, the last may be
+#: 学 警 挂) or + 6 chars (8 in all: green new-energy).
+PLATE_RE = re.compile(rf"^[{_PROVINCES}][A-HJ-NP-Z](?:[{_ALNUM}]{{4}}[{_ALNUM}学警挂]|[{_ALNUM}]{{6}})$")
 
 
 def normalize_plate(text: str) -> str:
