@@ -16,7 +16,7 @@ from tests.services import free_port
 from tests.unit.edge.edge_doubles import CarSpec, write_clip
 from tests.unit.edge.edge_onnx_fixtures import write_fixture_models
 
-pytestmark = [pytest.mark.services,
+pytestmark = [pytest.mark.services, pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("server.cli") is None, reason="server not installed")]
 REPO = Path(__file__).resolve().parents[3]
 

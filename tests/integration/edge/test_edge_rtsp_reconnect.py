@@ -22,7 +22,8 @@ def wait(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-@pytest.mark.parametrize("backend", ["opencv", "pyav", "ffmpeg"])
+@pytest.mark.parametrize("backend", ["opencv", pytest.param("pyav", marks=pytest.mark.slow),
+                                     pytest.param("ffmpeg", marks=pytest.mark.slow)])
 def test_rtsp_source_reconnects(rtsp_server_factory, tmp_path: Path, backend: str) -> None:  # type: ignore[no-untyped-def]
     clip = make_test_clip(tmp_path / "clip.mp4", seconds=4, fps=10)
     server = rtsp_server_factory(clip, loops=15)

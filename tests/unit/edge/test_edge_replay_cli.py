@@ -51,6 +51,7 @@ def test_replay_without_config_writes_signed_events(workdir: Path) -> None:
     assert "frames analysed" in res.stdout and "events" in res.stdout
 
 
+@pytest.mark.slow
 def test_replay_is_deterministic_and_analysis_fps_applies(workdir: Path) -> None:
     assert replay(workdir, "--out", "b.jsonl").returncode == 0
     assert replay(workdir, "--out", "c.jsonl").returncode == 0
