@@ -1,7 +1,7 @@
 // roadeye zones editor: polygons in full-resolution image pixels drawn over a scaled snapshot.
 "use strict";
 (function () {
-  const COLORS = { capture: "#35d46a", lane: "#3aa0ff", exclusion: "#ff4d4d" };
+  const COLORS = { capture: "#35d46a", lane: "#3aa0ff", exclusion: "#ff4d4d", road: "#ff4dff" };
   const HIT_PX = 10; // canvas pixels within which a click grabs an existing point
   const canvas = document.getElementById("canvas");
   const ctx = canvas.getContext("2d");
@@ -24,11 +24,21 @@
     setStatus("unsaved changes", "dirty");
   }
 
-  function fromState(z) {
+  let roadErrors = null; // {residuals_m, inliers} of the last fit, per road point
+
+  function roadZone() {
+    return zones.find((z) => z.kind === "road");
+  }
+  function fromState(z, roadPoints) {
     const out = [];
     if (z.capture) out.push({ kind: "capture", name: "capture", points: z.capture });
     for (const [name, pts] of Object.entries(z.lanes || {})) out.push({ kind: "lane", name, points: pts });
     (z.exclusion || []).forEach((pts, i) => out.push({ kind: "exclusion", name: "exclusion " + (i + 1), points: pts }));
+    const old = roadZone();
+    if (old) out.push(old); // keep unsaved road points across a zones save
+    else if (roadPoints && roadPoints.length) {
+      out.push({ kind: "road", name: "road points", points: roadPoints.map((p) => p.image), road: roadPoints.map((p) => p.road) });
+    }
     return out;
   }
   function toBody() {
@@ -38,7 +48,7 @@
       const pts = z.points.map((p) => [Math.round(p[0] * 10) / 10, Math.round(p[1] * 10) / 10]);
       if (z.kind === "capture") body.capture = pts;
       else if (z.kind === "lane") body.lanes[z.name] = pts;
-      else body.exclusion.push(pts);
+      else if (z.kind === "exclusion") body.exclusion.push(pts);
     }
     return body;
   }
@@ -73,6 +83,21 @@
     zones.forEach((z, zi) => {
       const col = COLORS[z.kind];
       const on = zi === active;
+      if (z.kind === "road") {
+        z.points.forEach((p, i) => {
+          const out = roadErrors && roadErrors.inliers && roadErrors.inliers[i] === false;
+          ctx.fillStyle = out ? "#ff4d4d" : col;
+          ctx.fillRect(p[0] * scale - 5, p[1] * scale - 5, 10, 10);
+          ctx.font = "12px DejaVu Sans, sans-serif";
+          ctx.lineWidth = 3;
+          ctx.strokeStyle = "#000";
+          const r = z.road[i];
+          const label = "#" + (i + 1) + (r ? " " + r[0] + "," + r[1] : "");
+          ctx.strokeText(label, p[0] * scale + 8, p[1] * scale + 4);
+          ctx.fillText(label, p[0] * scale + 8, p[1] * scale + 4);
+        });
+        return;
+      }
       if (z.points.length) {
         ctx.beginPath();
         z.points.forEach((p, i) => (i ? ctx.lineTo(p[0] * scale, p[1] * scale) : ctx.moveTo(p[0] * scale, p[1] * scale)));
@@ -111,6 +136,48 @@
       }
     });
     renderList();
+    renderRoadList();
+  }
+
+  function renderRoadList() {
+    const ol = document.getElementById("road-list");
+    const z = roadZone();
+    if (!z) { ol.innerHTML = ""; return; }
+    // Rebuild only when the count changes, so typing in an input keeps its focus.
+    if (ol.children.length !== z.points.length) {
+      ol.innerHTML = "";
+      z.points.forEach((_, i) => {
+        const li = document.createElement("li");
+        const input = document.createElement("input");
+        input.type = "text";
+        input.placeholder = "X,Y metres";
+        input.className = "road-xy";
+        input.addEventListener("change", () => {
+          const m = input.value.trim().match(/^(-?[0-9.]+)\s*,\s*(-?[0-9.]+)$/);
+          z.road[i] = m ? [parseFloat(m[1]), parseFloat(m[2])] : null;
+          input.classList.toggle("bad", !m && input.value.trim() !== "");
+          draw();
+        });
+        const err = document.createElement("span");
+        err.className = "err";
+        li.append(input, err);
+        ol.appendChild(li);
+      });
+    }
+    z.points.forEach((p, i) => {
+      const li = ol.children[i];
+      const input = li.querySelector("input");
+      if (document.activeElement !== input) input.value = z.road[i] ? z.road[i][0] + "," + z.road[i][1] : "";
+      const err = li.querySelector(".err");
+      if (roadErrors && roadErrors.residuals_m && i < roadErrors.residuals_m.length) {
+        const out = roadErrors.inliers[i] === false;
+        err.textContent = (out ? "outlier " : "") + roadErrors.residuals_m[i].toFixed(3) + " m";
+        err.className = "err" + (out ? " outlier" : "");
+      } else {
+        err.textContent = "(" + p[0].toFixed(0) + ", " + p[1].toFixed(0) + ")";
+        err.className = "err";
+      }
+    });
   }
 
   function renderList() {
@@ -167,7 +234,16 @@
     if (active < 0) {
       selectCapture();
     }
-    zones[active].points.push(toImage(c));
+    const z = zones[active];
+    z.points.push(toImage(c));
+    if (z.kind === "road") {
+      z.road.push(null);
+      roadErrors = null;
+      draw();
+      const inputs = document.querySelectorAll("#road-list input");
+      if (inputs.length) inputs[inputs.length - 1].focus();
+      return;
+    }
     markDirty();
     draw();
   });
@@ -177,7 +253,8 @@
     document.getElementById("cursor").textContent = "x " + p[0].toFixed(0) + "  y " + p[1].toFixed(0);
     if (!drag) return;
     zones[drag.zone].points[drag.index] = p;
-    markDirty();
+    if (zones[drag.zone].kind === "road") roadErrors = null;
+    else markDirty();
     draw();
   });
   window.addEventListener("mouseup", () => { drag = null; });
@@ -186,8 +263,14 @@
     const h = hit(eventPoint(ev));
     if (h) {
       zones[h.zone].points.splice(h.index, 1);
+      if (zones[h.zone].kind === "road") {
+        zones[h.zone].road.splice(h.index, 1);
+        roadErrors = null;
+        document.getElementById("road-list").innerHTML = "";
+      } else {
+        markDirty();
+      }
       active = h.zone;
-      markDirty();
       draw();
     }
   });
@@ -202,6 +285,42 @@
     draw();
   }
   document.getElementById("btn-capture").addEventListener("click", selectCapture);
+  document.getElementById("btn-road").addEventListener("click", () => {
+    let i = zones.findIndex((z) => z.kind === "road");
+    if (i < 0) {
+      zones.push({ kind: "road", name: "road points", points: [], road: [] });
+      i = zones.length - 1;
+    }
+    active = i;
+    draw();
+  });
+  document.getElementById("btn-fit-road").addEventListener("click", async () => {
+    const st = document.getElementById("road-status");
+    const z = roadZone();
+    const setRoad = (t, c) => { st.textContent = t; st.className = c || ""; };
+    if (!z || z.points.length < 4) { setRoad("need at least 4 road points", "error"); return; }
+    const missing = z.road.findIndex((r) => !r);
+    if (missing >= 0) { setRoad("point #" + (missing + 1) + " has no road coordinates (X,Y metres)", "error"); return; }
+    setRoad("fitting...");
+    const res = await fetch("/api/road", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        points: z.points.map((p, i) => ({ image: p, road: z.road[i] })),
+        ransac: document.getElementById("road-ransac").checked && z.points.length >= 6,
+      }),
+    });
+    const data = await res.json();
+    roadErrors = data.residuals_m ? data : null;
+    if (res.ok && data.ok) {
+      grid = data.road_grid || [];
+      document.getElementById("grid-toggle").style.display = grid.length ? "" : "none";
+      setRoad("road plane saved: RMS " + data.rms_m.toFixed(3) + " m", "ok");
+    } else {
+      setRoad(data.error || res.statusText, "error");
+    }
+    draw();
+  });
   document.getElementById("btn-add-lane").addEventListener("click", () => {
     const input = document.getElementById("lane-name");
     const name = input.value.trim();
@@ -228,7 +347,12 @@
   document.getElementById("btn-undo").addEventListener("click", () => {
     if (active >= 0 && zones[active].points.length) {
       zones[active].points.pop();
-      markDirty();
+      if (zones[active].kind === "road") {
+        zones[active].road.pop();
+        roadErrors = null;
+      } else {
+        markDirty();
+      }
       draw();
     }
   });
@@ -252,7 +376,7 @@
       const data = await res.json();
       if (res.ok && data.ok) {
         const keep = active >= 0 ? zones[active].kind + ":" + zones[active].name : null;
-        zones = fromState(data.zones);
+        zones = fromState(data.zones, null);
         active = Math.max(0, zones.findIndex((z) => z.kind + ":" + z.name === keep));
         if (!zones.length) active = -1;
         dirty = false;
@@ -273,11 +397,11 @@
     imageSize = st.image_size;
     document.getElementById("camera-id").textContent = st.camera_id;
     document.getElementById("camera-file").textContent = st.camera_file + "  (" + imageSize[0] + "x" + imageSize[1] + ")";
-    zones = fromState(st.zones);
+    zones = fromState(st.zones, st.road_points);
+    active = zones.findIndex((z) => z.kind !== "road"); // never start in road-point mode
     grid = st.road_grid || [];
     document.getElementById("grid-toggle").style.display = grid.length ? "" : "none";
     document.getElementById("show-grid").addEventListener("change", draw);
-    active = zones.length ? 0 : -1;
     img.onload = () => { layout(); document.body.dataset.ready = "1"; };
     img.src = "/snapshot.jpg";
     layout();
@@ -285,6 +409,7 @@
   window.zonesEditor = {
     get scale() { return scale; }, get zones() { return zones; }, get active() { return active; },
     get gridLines() { return grid.length; },
+    get roadErrors() { return roadErrors; },
   };
   init();
 })();

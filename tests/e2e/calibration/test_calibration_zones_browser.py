@@ -111,7 +111,8 @@ def test_zones_page_click_drag_save(zones_server, artifacts_dir: Path) -> None:
             for x, y in [*excl, (500, 300)]:
                 page.mouse.click(*at(x, y))
             page.mouse.click(*at(500, 300), button="right")
-            assert page.evaluate("window.zonesEditor.zones[2].points.length") == 3
+            n_excl = "window.zonesEditor.zones.find(z => z.kind === 'exclusion').points.length"
+            assert page.evaluate(n_excl) == 3
             expect(page.locator("#status")).to_have_text("unsaved changes")
             page.click("#btn-save")
             expect(page.locator("#status")).to_have_class("ok", timeout=10000)
@@ -131,7 +132,7 @@ def test_zones_page_click_drag_save(zones_server, artifacts_dir: Path) -> None:
             # Reload: the page shows what was saved.
             page.reload()
             page.wait_for_selector("body[data-ready='1']")
-            expect(page.locator("#zone-list li")).to_have_count(3)
+            expect(page.locator("#zone-list li")).to_have_count(4)  # + the road points of the road plane
 
             # A self-intersecting lane is refused, named, and the file is left as it was.
             before = path.read_text()
@@ -147,3 +148,75 @@ def test_zones_page_click_drag_save(zones_server, artifacts_dir: Path) -> None:
             page.screenshot(path=str(out_dir / "zones_page_error.png"))
         finally:
             browser.close()
+
+
+def test_road_points_fit_in_the_page(tmp_path: Path, artifacts_dir: Path) -> None:
+    """Click marking corners, type their metres (one typed wrong), fit with RANSAC: the wrong
+    one is flagged as an outlier, the road plane is saved and its grid drawn."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not installed")
+    import uvicorn
+    from playwright.sync_api import expect, sync_playwright
+
+    from calibration import homography as hg
+    from calibration.web.app import create_app
+
+    cam = RoadCamera(6.0, 20.0, 2600.0, SIZE)
+    snap = np.asarray(cv2.cvtColor(render_road(cam), cv2.COLOR_GRAY2BGR), np.uint8)
+    path = tmp_path / "cam08.camera.yaml"
+    write_camera(CameraCalibration(camera_id="cam08", image_size=SIZE), path)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(path, snap), host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    while not server.started:
+        time.sleep(0.05)
+    # Dash ends of the two lane dividers (dashes from Y = 5 m every 15 m, 6 m long) and two
+    # points on the edge lines: points on 3+ lines, or RANSAC cannot tell which one is wrong.
+    road = [(-1.875, 20.0), (1.875, 20.0), (-1.875, 26.0), (1.875, 26.0), (-1.875, 11.0), (1.875, 11.0),
+            (-5.625, 14.0), (5.625, 24.0)]
+    px = cam.project(np.c_[np.asarray(road), np.zeros(len(road))])
+    typed = [f"{x},{y}" for x, y in road]
+    typed[3] = "1.875,32"  # operator typed the wrong dash end
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_selector("body[data-ready='1']", timeout=20000)
+                box = page.locator("#canvas").bounding_box()
+                assert box is not None
+                s = box["width"] / SIZE[0]
+                page.click("#btn-road")
+                for u, v in px:
+                    page.mouse.click(box["x"] + u * s, box["y"] + v * s)
+                inputs = page.locator("#road-list input")
+                expect(inputs).to_have_count(len(road))
+                for i, t in enumerate(typed):
+                    inputs.nth(i).fill(t)
+                    inputs.nth(i).dispatch_event("change")
+                page.click("#btn-fit-road")
+                expect(page.locator("#road-status")).to_have_class("ok", timeout=10000)
+                expect(page.locator("#road-list li").nth(3)).to_contain_text("outlier")
+                assert page.evaluate("window.zonesEditor.gridLines") > 5
+                out_dir = artifacts_dir / "calibration"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(out_dir / "zones_page_road.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        th.join(timeout=10)
+    from edge.camera import load_camera
+
+    rp = load_camera(path).road_plane
+    assert rp is not None and len(rp.image_points) == len(road) - 1  # the outlier is not kept
+    grid = np.array([[x, y] for x in (-3.75, 0.0, 3.75) for y in (11.0, 18.0, 26.0)])
+    mapped = hg.apply_homography(rp.homography, cam.project(np.c_[grid, np.zeros(len(grid))]))
+    # Clicks land on CSS pixels of a ~0.57x canvas: about +-1 image px, i.e. a few cm here.
+    assert np.max(np.linalg.norm(mapped - grid, axis=1)) < 0.2

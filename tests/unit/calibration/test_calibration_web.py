@@ -50,3 +50,30 @@ def test_snapshot_size_must_match_camera(tmp_path: Path) -> None:
     write_camera(CameraCalibration(camera_id="c", image_size=(320, 240)), cam)
     with pytest.raises(CalibrationFileError, match="320x240"):
         create_app(cam, np.zeros((480, 640, 3), np.uint8))
+
+
+def test_road_endpoint_fits_and_explains_failures(client) -> None:  # type: ignore[no-untyped-def]
+    c, cam = client
+    h_true = np.array([[0.02, 0.0, -3.2], [0.0, -0.05, 12.0], [0.0, 0.004, 1.0]])  # any plausible image->road map
+    img = [[40.0, 200.0], [280.0, 200.0], [100.0, 120.0], [220.0, 120.0], [160.0, 160.0]]
+    from calibration.homography import apply_homography
+
+    road = apply_homography(h_true, img).tolist()
+    pts = [{"image": p, "road": q} for p, q in zip(img, road, strict=True)]
+    r = c.post("/api/road", json={"points": pts, "ransac": False})
+    assert r.status_code == 200 and r.json()["ok"] and r.json()["rms_m"] < 1e-6
+    rp = load_camera(cam).road_plane
+    assert rp is not None and np.allclose(rp.homography, h_true, atol=1e-9)
+    assert c.get("/api/state").json()["road_points"][0]["image"] == img[0]
+    bad = [dict(p) for p in pts]
+    bad[4] = {"image": img[4], "road": [road[4][0] + 2.0, road[4][1]]}
+    r = c.post("/api/road", json={"points": bad, "ransac": False})
+    assert r.status_code == 422 and "largest error (#" in r.json()["error"] and len(r.json()["residuals_m"]) == 5
+    r = c.post("/api/road", json={"points": pts[:3]})
+    assert r.status_code == 422 and "at least 4" in r.json()["error"]
+    r = c.post("/api/road", json={"points": [{"image": [1, 2]}]})
+    assert r.status_code == 422 and "expected {points" in r.json()["error"]
+    r = c.post("/api/road", json={"points": [{"image": [999, 2], "road": [0, 0]}, *pts[1:]]})
+    assert r.status_code == 422 and "outside the image" in r.json()["error"]
+    after = load_camera(cam).road_plane
+    assert after is not None and np.allclose(after.homography, h_true, atol=1e-9)  # failures change nothing
