@@ -117,9 +117,10 @@ def score(gt: dict[str, Any], events: list[ViolationEvent], iou_min: float = 0.3
           min_driver_px: float = 48, k: int = 3, analysis_fps: float = 5.0,
           zones: Zones | None = None) -> Score:
     s = Score(events=len(events))
-    # qualifying ground-truth frames needed so that the analysis schedule samples k of them
+    # qualifying ground-truth frames needed so that the analysis schedule (every `step`-th
+    # frame, whatever the phase) surely samples k of them
     step = max(1, round(float(gt.get("fps", 25.0)) / analysis_fps))
-    min_frames = (k - 1) * step + 1
+    min_frames = k * step
     vehicles = gt["vehicles"]
     reported: dict[tuple[int, str], ViolationEvent] = {}
     for ev in sorted(events, key=lambda e: (e.captured_at, e.event_id)):
