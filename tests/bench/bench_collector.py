@@ -113,14 +113,15 @@ def run_raw(broker: MosquittoBroker, payloads: list[bytes], topic: str) -> dict[
 
 
 def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, dev: SampleDevice, db_url: str,
-                  count, work: Path, label: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+                  count, work: Path, label: str, workers: int | None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     pem = work / "dev.pub"
     pem.write_text(dev.public_pem)
     log = open(work / f"collector-{label}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "server", "collect", "--db", db_url,
                              "--data-dir", str(work / label), "--mqtt-port", str(broker.port),
                              "--client-id", f"bench-{label}", "--group", f"bench-{label}",
-                             "--register-device-key", f"{dev.device_id}={pem}"],
+                             "--register-device-key", f"{dev.device_id}={pem}",
+                             *(["--workers", str(workers)] if workers is not None else [])],
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     pub = Publisher(broker.port)
     try:
@@ -155,6 +156,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=300)
     ap.add_argument("--evidence-bytes", type=int, default=250_000)
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--collector-workers", type=int, default=None,
+                    help="validation processes of the collector (default: its own default)")
     args = ap.parse_args()
     dev = SampleDevice(device_id="bench-edge", site_id="bench-site", camera_id="cam-1")
     payloads = build_payloads(dev, args.events, args.evidence_bytes)
@@ -184,7 +187,8 @@ def main() -> int:
                 except sqlite3.OperationalError:
                     return 0
 
-            s = run_collector(broker, payloads, topic, dev, f"sqlite:///{db_path}", sqlite_count, work, "sqlite")
+            s = run_collector(broker, payloads, topic, dev, f"sqlite:///{db_path}", sqlite_count, work, "sqlite",
+                              args.collector_workers)
             s["ratio_to_raw"] = round(s["events_per_s"] / raw["msgs_per_s"], 3)
             result["collector_sqlite"] = s
 
@@ -202,7 +206,8 @@ def main() -> int:
                         except sa.exc.ProgrammingError:
                             return 0
 
-                    p = run_collector(broker, payloads, topic, dev, url, pg_count, work, "postgresql")
+                    p = run_collector(broker, payloads, topic, dev, url, pg_count, work, "postgresql",
+                                      args.collector_workers)
                     engine.dispose()
                     p["ratio_to_raw"] = round(p["events_per_s"] / raw["msgs_per_s"], 3)
                     result["collector_postgresql"] = p

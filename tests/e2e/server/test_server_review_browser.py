@@ -21,7 +21,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.event import EventMessage, EvidenceKind, ViolationType, event_topic
+from edge.event import (
+    EventMessage,
+    EvidenceKind,
+    Heartbeat,
+    ViolationType,
+    event_topic,
+    heartbeat_topic,
+    status_topic,
+)
 from server.sample import SampleDevice, assemble, make_message
 from tests.services import free_port, wait_port
 
@@ -124,12 +132,29 @@ def server(mosquitto, tmp_path: Path):  # type: ignore[no-untyped-def]
         log.close()
 
 
-def publish(host: str, port: int, msgs: list[EventMessage]) -> None:
+def heartbeat(dev: SampleDevice, cameras: dict[str, bool]) -> bytes:
+    now = datetime.now(UTC)
+    return Heartbeat.model_validate({
+        "device_id": dev.device_id, "site_id": dev.site_id, "sent_at": now, "uptime_s": 86400 * 3 + 5000,
+        "clock": {"source": "gps", "synchronized": True, "offset_ms": 0.8}, "outbox_depth": 2,
+        "outbox_bytes": 700_000,
+        "cameras": {cam: {"connected": ok, "fps_in": 25.0 if ok else 0.0, "fps_analysed": 12.4 if ok else 0.0,
+                          "frames_dropped": 3 if ok else 0, "reconnects": 0 if ok else 7,
+                          "last_frame_at": now if ok else now - timedelta(minutes=4), "events_emitted": 8 if ok else 0}
+                    for cam, ok in cameras.items()},
+    }).model_dump_json().encode()
+
+
+def publish(host: str, port: int, msgs: list[EventMessage], dev: SampleDevice | None = None) -> None:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="e2e-edge", protocol=mqtt.MQTTv5)
     c.connect(host, port)
     c.loop_start()
     for m in msgs:
         c.publish(event_topic(m.event.site_id, m.event.camera_id), m.to_bytes(), qos=1).wait_for_publish(10)
+    if dev is not None:
+        hb = heartbeat(dev, {dev.camera_id: True, "km14-south": False})
+        c.publish(heartbeat_topic(dev.site_id, dev.device_id), hb, qos=1).wait_for_publish(10)
+        c.publish(status_topic(dev.site_id, dev.device_id), b"online", qos=1, retain=True).wait_for_publish(10)
     c.disconnect()
     c.loop_stop()
 
@@ -144,7 +169,7 @@ def test_review_with_keyboard_and_audit(server, mosquitto, artifacts_dir: Path) 
     deadline = time.monotonic() + 40
     while _count(server["db"]) < len(msgs):
         assert time.monotonic() < deadline, server["log"].read_text()[-3000:]
-        publish(mosquitto.host, mosquitto.port, msgs)
+        publish(mosquitto.host, mosquitto.port, msgs, server["device"])
         time.sleep(1.0)
     assert _count(server["db"]) == len(msgs)  # duplicates from republishing stored once
     ids = [m.event.event_id for m in msgs]  # queue order: oldest first = publish order
@@ -241,6 +266,10 @@ def test_review_with_keyboard_and_audit(server, mosquitto, artifacts_dir: Path) 
         page.screenshot(path=str(out / "audit.png"), full_page=True)
         page.goto(server["url"] + "/events")
         page.screenshot(path=str(out / "events.png"))
+        page.goto(server["url"] + "/health")
+        expect(page.locator(".device-card")).to_contain_text("edge-07")
+        expect(page.locator(".device-card")).to_contain_text("disconnected")
+        page.screenshot(path=str(out / "health.png"))
         browser.close()
     errors = [e for e in errors if "401" not in e and "403" not in e]  # the deliberate wrong-password / forbidden
     assert not errors, errors

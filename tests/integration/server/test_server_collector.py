@@ -171,6 +171,7 @@ def _spawn_collector(db_url: str, data_dir: Path, port: int, log: Path) -> subpr
     )
 
 
+@pytest.mark.slow
 def test_sigkilled_collector_loses_nothing(db: Database, db_url: str, mosquitto, ingestor,  # type: ignore[no-untyped-def]
                                            tmp_path: Path, device: SampleDevice) -> None:
     n = 100
