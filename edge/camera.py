@@ -7,6 +7,7 @@ unknown keys so a typo in a hand-edited file fails loudly, naming the key.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +56,9 @@ class RoadPlane(_Strict):
     road_points_m: list[Point] = Field(min_length=4, description="Road coordinates in metres.")
     homography: list[list[float]] = Field(description="3x3, image pixels -> road metres.")
     rms_m: float | None = None
+    undistorted: bool = Field(
+        False, description="image_points/homography are in undistorted pixels (apply the lens first)."
+    )
 
     @model_validator(mode="after")
     def _pairs(self) -> RoadPlane:
@@ -115,5 +119,9 @@ def load_camera(path: str | Path) -> CameraCalibration:
 
 
 def save_camera(cal: CameraCalibration, path: str | Path) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written camera file."""
+    path = Path(path)
     data = cal.model_dump(mode="json", exclude_none=True)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)
