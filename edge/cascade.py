@@ -84,6 +84,27 @@ def _inter_over(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(iw, 0) * max(ih, 0) / area)
 
 
+def windshield_fit(ws: np.ndarray, veh: np.ndarray) -> float:
+    """How well a windshield box belongs to a vehicle box: mostly inside it, horizontally
+    centred, in its upper part (0 when under 60 % inside)."""
+    inside = _inter_over(ws, veh)
+    if inside < 0.6:
+        return 0.0
+    w, h = max(veh[2] - veh[0], 1e-3), max(veh[3] - veh[1], 1e-3)
+    dx = abs((ws[0] + ws[2]) / 2 - (veh[0] + veh[2]) / 2) / w
+    cy = ((ws[1] + ws[3]) / 2 - veh[1]) / h
+    return float(inside * max(0.0, 1.0 - dx) * (1.0 if cy < 0.65 else 0.5))
+
+
+def plate_fit(plate: np.ndarray, veh: np.ndarray) -> float:
+    """A plate whose centre lies inside the vehicle box, lower part preferred (0 outside)."""
+    cx, cy = (plate[0] + plate[2]) / 2, (plate[1] + plate[3]) / 2
+    if not (veh[0] <= cx <= veh[2] and veh[1] <= cy <= veh[3]):
+        return 0.0
+    rel = (cy - veh[1]) / max(veh[3] - veh[1], 1e-3)
+    return 1.0 if rel >= 0.4 else 0.5
+
+
 @dataclass
 class Cascade:
     vehicles: Detector
@@ -164,21 +185,21 @@ class Cascade:
             ws = dets.with_class(wid)
             ws = ws[ws.confidence >= self.vehicle_conf * 0.7]
             rows: list[dict[str, Any]] = []
-            used: set[int] = set()
-            order = np.argsort(-veh.confidence, kind="stable")
-            for i in order.tolist():
-                box = veh.xyxy[i]
-                cls = id_to_name[int(veh.class_id[i])]
-                wbox = None
-                if cls in FOUR_WHEELERS and len(ws):
-                    cands = [(float(ws.confidence[j]) * _inter_over(ws.xyxy[j], box), j)
-                             for j in range(len(ws)) if j not in used and _inter_over(ws.xyxy[j], box) >= 0.6]
-                    if cands:
-                        _, j = max(cands)
-                        used.add(j)
-                        wbox = ws.xyxy[j]
-                rows.append({"box": box, "conf": float(veh.confidence[i]), "cls": cls, "ws": wbox,
-                             "plate": None, "occ": None})
+            order = np.argsort(-veh.confidence, kind="stable").tolist()
+            pairs = [(windshield_fit(ws.xyxy[j], veh.xyxy[i]) * float(ws.confidence[j]), i, j)
+                     for i in order if id_to_name[int(veh.class_id[i])] in FOUR_WHEELERS for j in range(len(ws))]
+            owner: dict[int, int] = {}
+            taken: set[int] = set()
+            # global greedy: the best-fitting (vehicle, windshield) pairs first, so a car
+            # partly behind a truck does not lose its windshield to the truck
+            for sc, i, j in sorted(pairs, key=lambda p: -p[0]):
+                if sc > 0 and i not in owner and j not in taken:
+                    owner[i] = j
+                    taken.add(j)
+            for i in order:
+                rows.append({"box": veh.xyxy[i], "conf": float(veh.confidence[i]),
+                             "cls": id_to_name[int(veh.class_id[i])],
+                             "ws": ws.xyxy[owner[i]] if i in owner else None, "plate": None, "occ": None})
             per_frame.append(rows)
 
         # crops at full resolution, batched across every vehicle of every frame
@@ -212,8 +233,14 @@ class Cascade:
                 d = d[d.confidence >= self.plate_conf]
                 if not len(d):
                     continue
-                j = int(np.argmax(d.confidence))
-                box = d.xyxy[j] + np.array([c[0], c[1], c[0], c[1]], np.float32)
+                boxes = d.xyxy + np.array([c[0], c[1], c[0], c[1]], np.float32)
+                vbox = per_frame[fi][vi]["box"]
+                # the crop may show a neighbour's plate: prefer plates on this vehicle's lower front
+                fit = [float(d.confidence[k]) * plate_fit(boxes[k], vbox) for k in range(len(d))]
+                j = int(np.argmax(fit))
+                if fit[j] <= 0:
+                    continue
+                box = boxes[j]
                 per_frame[fi][vi]["plate"] = PlateObs(box=box, confidence=float(d.confidence[j]))
             t0 = self._time("plates", t0)
 
