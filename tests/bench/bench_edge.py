@@ -37,6 +37,8 @@ def probe(path: Path) -> tuple[int, int, float]:
 
 
 def find_clip() -> tuple[Path, str]:
+    if os.environ.get("ROADEYE_BENCH_CLIP"):
+        return Path(os.environ["ROADEYE_BENCH_CLIP"]), "$ROADEYE_BENCH_CLIP"
     for p in sorted((REPO / "sample_videos").glob("*.mp4")):
         try:
             w, h, _ = probe(p)
