@@ -159,7 +159,14 @@ class MqttPublisher:
                 self._last_sent = min(self._last_sent, seq - 1)
                 self._retry_at = time.monotonic() + 10.0
         else:
-            self.outbox.ack(seq)
+            try:
+                self.outbox.ack(seq)
+            except Exception:  # disk full / I/O error: must not kill paho's network thread
+                log.exception("could not delete acknowledged outbox row %d; it will be sent again", seq)
+                with self._lock:
+                    self._last_sent = min(self._last_sent, seq - 1)
+                    self._retry_at = time.monotonic() + 5.0
+                return
             self.published += 1
             if self.metrics:
                 self.metrics.published.inc()
