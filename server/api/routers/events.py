@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from edge.event import ViolationType
 from server.api.deps import AppServices, client_addr, db_session, require, services
 from server.api.routers.convert import event_detail
 from server.api.schemas import (
@@ -46,21 +48,69 @@ def _utc(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def _blank(v: str | None) -> str | None:
+    """HTML filter forms send every field, empty ones as ''; those mean 'any'."""
+    return v.strip() if v and v.strip() else None
+
+
+def _bad(name: str, msg: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {msg}")
+
+
+def _ident(name: str, v: str | None) -> str | None:
+    v = _blank(v)
+    if v is not None and not re.fullmatch(IDENT, v):
+        raise _bad(name, f"{v!r} is not a valid identifier")
+    return v
+
+
+def _time(name: str, v: str | None) -> datetime | None:
+    v = _blank(v)
+    if v is None:
+        return None
+    try:
+        return _utc(datetime.fromisoformat(v))
+    except ValueError as exc:
+        raise _bad(name, f"{v!r} is not an ISO 8601 time (e.g. 2026-05-01T08:00:00Z)") from exc
+
+
+def _conf(name: str, v: str | None) -> float | None:
+    v = _blank(v)
+    if v is None:
+        return None
+    try:
+        x = float(v)
+    except ValueError as exc:
+        raise _bad(name, f"{v!r} is not a number") from exc
+    if not 0.0 <= x <= 1.0:
+        raise _bad(name, f"{x} is outside 0..1")
+    return x
+
+
 def event_filter(
-    camera_id: str | None = Query(None, pattern=IDENT),
-    site_id: str | None = Query(None, pattern=IDENT),
-    device_id: str | None = Query(None, pattern=IDENT),
-    violation: str | None = Query(None, pattern=r"^[a-z_]{1,32}$", description="no_seatbelt, phone_use"),
-    status_: EventStatus | None = Query(None, alias="status"),
-    since: datetime | None = Query(None, description="captured_at >= since (ISO 8601; UTC if no zone)"),
-    until: datetime | None = Query(None, description="captured_at < until"),
+    camera_id: str | None = Query(None, max_length=64),
+    site_id: str | None = Query(None, max_length=64),
+    device_id: str | None = Query(None, max_length=64),
+    violation: str | None = Query(None, max_length=32, description="no_seatbelt, phone_use"),
+    status_: str | None = Query(None, alias="status", max_length=16,
+                                description="pending, second_review, confirmed, rejected"),
+    since: str | None = Query(None, max_length=40, description="captured_at >= since (ISO 8601; UTC if no zone)"),
+    until: str | None = Query(None, max_length=40, description="captured_at < until"),
     plate: str | None = Query(None, max_length=16, description="Plate text contains (read or corrected)."),
-    min_confidence: float | None = Query(None, ge=0, le=1),
-    max_confidence: float | None = Query(None, ge=0, le=1),
+    min_confidence: str | None = Query(None, max_length=10, description="0..1"),
+    max_confidence: str | None = Query(None, max_length=10, description="0..1"),
 ) -> EventFilter:
-    return EventFilter(camera_id=camera_id, site_id=site_id, device_id=device_id, violation=violation,
-                       status=status_.value if status_ else None, since=_utc(since), until=_utc(until),
-                       plate=plate or None, min_confidence=min_confidence, max_confidence=max_confidence)
+    st = _blank(status_)
+    if st is not None and st not in {s.value for s in EventStatus}:
+        raise _bad("status", f"{st!r} is not one of {', '.join(s.value for s in EventStatus)}")
+    vio = _blank(violation)
+    if vio is not None and vio not in {v.value for v in ViolationType}:
+        raise _bad("violation", f"{vio!r} is not one of {', '.join(v.value for v in ViolationType)}")
+    return EventFilter(camera_id=_ident("camera_id", camera_id), site_id=_ident("site_id", site_id),
+                       device_id=_ident("device_id", device_id), violation=vio, status=st,
+                       since=_time("since", since), until=_time("until", until), plate=_blank(plate),
+                       min_confidence=_conf("min_confidence", min_confidence),
+                       max_confidence=_conf("max_confidence", max_confidence))
 
 
 @router.get("/events", response_model=EventPage)
