@@ -84,6 +84,15 @@ def _inter_over(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(iw, 0) * max(ih, 0) / area)
 
 
+def _dynamic_hw(det: Any) -> bool:
+    """True when the detector's ONNX input has symbolic height and width."""
+    sess = getattr(det, "session", None)
+    if sess is None:
+        return False
+    shape = sess.get_inputs()[0].shape
+    return len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
+
+
 def windshield_fit(ws: np.ndarray, veh: np.ndarray) -> float:
     """How well a windshield box belongs to a vehicle box: mostly inside it, horizontally
     centred, in its upper part (0 when under 60 % inside)."""
@@ -119,11 +128,14 @@ class Cascade:
     min_vehicle_px: int = 64  # smaller vehicles are tracked but not cropped
     windshield_margin: float = 0.08  # occupants were trained on windshield crops with 2-15 % margin
     vehicle_margin: float = 0.05
+    rect_vehicles: bool = True
     timer: Callable[[str, float], None] | None = None  # (stage, seconds) for metrics
     _vnames: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self._vnames = _name_map(self.vehicles)
+        self._vehicle_size: tuple[int, int] = (int(self.vehicles.input_size[0]), int(self.vehicles.input_size[1]))
+        self._vehicle_dynamic_hw = _dynamic_hw(self.vehicles)
         missing = {"windshield", *VEHICLE_CLASSES[:1]} - set(self._vnames)
         if missing:
             raise ValueError(f"vehicles model lacks classes {sorted(missing)} (has {sorted(self._vnames)})")
@@ -153,7 +165,7 @@ class Cascade:
         as in training).
         """
         t0 = time.perf_counter()
-        target = max(self.vehicles.input_size)
+        target = max(self._vehicle_size)
         smalls, scales = [], []
         for f in frames:
             assert f.image is not None
@@ -167,10 +179,29 @@ class Cascade:
             smalls.append(img)
             scales.append(img.shape[1] / w)
         t0 = self._time("downscale", t0)
-        dets = self.vehicles.detect_batch(smalls)
+        # group by model input size: rectangular inputs where the model allows them
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(smalls):
+            groups.setdefault(self._input_for(img.shape[0], img.shape[1]), []).append(i)
+        dets: list[Detections] = [Detections.empty()] * len(smalls)
+        for size, idx in groups.items():
+            self.vehicles.input_size = size
+            for i, d in zip(idx, self.vehicles.detect_batch([smalls[i] for i in idx]), strict=True):
+                dets[i] = d
+        self.vehicles.input_size = self._vehicle_size
         self._time("vehicles", t0)
         return [d[d.confidence >= self.track_low_conf].offset(0, 0, 1.0 / s) if len(d) else d
                 for d, s in zip(dets, scales, strict=True)]
+
+    def _input_for(self, h: int, w: int) -> tuple[int, int]:
+        """Rectangular letterbox (as ultralytics' own predict does): a 16:9 frame runs at
+        352x640 instead of 640x640, a third less compute, when the ONNX input has dynamic
+        height and width; otherwise the model's fixed size."""
+        if not (self.rect_vehicles and self._vehicle_dynamic_hw):
+            return self._vehicle_size
+        side = max(self._vehicle_size)
+        r = side / max(h, w)
+        return (min(side, int(np.ceil(h * r / 32)) * 32), min(side, int(np.ceil(w * r / 32)) * 32))
 
     def run(self, frames: Sequence[Frame]) -> list[FrameResult]:
         all_dets = self.detect_vehicles(frames)

@@ -21,11 +21,13 @@ from edge.detectors.plate_reader import CHARSET
 IMGSZ = 64
 
 
-def _fixed_table_model(path: Path, rows: list[list[float]], names: dict[int, str], name: str) -> Path:
+def _fixed_table_model(path: Path, rows: list[list[float]], names: dict[int, str], name: str,
+                       dynamic_hw: bool = False) -> Path:
     table = np.zeros((20, 6), np.float32)
     for i, r in enumerate(rows):
         table[i] = r
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, IMGSZ, IMGSZ])
+    hw: list[int | str] = ["height", "width"] if dynamic_hw else [IMGSZ, IMGSZ]
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *hw])
     out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 20, 6])
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["m4"], axes=[1, 2, 3], keepdims=1),
@@ -78,12 +80,18 @@ def _fixed_reader(path: Path, text: str) -> Path:
     return path
 
 
+VEHICLE_NAMES = {0: "car", 1: "bus", 2: "truck", 3: "van", 4: "two_wheeler", 5: "windshield"}
+
+
+def vehicles_model(path: Path, dynamic_hw: bool = False) -> Path:
+    return _fixed_table_model(path, [[12, 18, 52, 50, 0.92, 0], [18, 20, 46, 32, 0.88, 5]], VEHICLE_NAMES,
+                              "vehicles", dynamic_hw)
+
+
 def write_fixture_models(folder: Path, plate: str = "皖A12345", belt: bool = False) -> Path:
     """vehicles / plates / occupants / plate_reader .onnx in `folder` (a car seen in every frame)."""
     folder.mkdir(parents=True, exist_ok=True)
-    _fixed_table_model(folder / "vehicles.onnx",
-                       [[12, 18, 52, 50, 0.92, 0], [18, 20, 46, 32, 0.88, 5]],
-                       {0: "car", 1: "bus", 2: "truck", 3: "van", 4: "two_wheeler", 5: "windshield"}, "vehicles")
+    vehicles_model(folder / "vehicles.onnx")
     occ = [[36, 6, 58, 62, 0.9, 0], [6, 6, 28, 62, 0.85, 1]]
     if belt:
         occ.append([40, 20, 52, 50, 0.9, 2])

@@ -77,3 +77,24 @@ def test_strap_and_phone_belong_to_the_driver_only() -> None:
     o = cascade().assign_occupants(occ([(0, (110, 10, 190, 95), 0.9), (2, (140, 30, 160, 90), 0.7),
                                         (3, (115, 60, 130, 80), 0.6)]), WS)
     assert o.seatbelt_conf == pytest.approx(0.7) and o.phone_conf == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("dynamic", "size", "box"), [
+    (True, (32, 64), [120, 180, 520, 320]),   # rectangular input: no padding rows
+    (False, (64, 64), [120, 20, 520, 320]),   # square input: 16 rows of padding above
+])
+def test_vehicle_model_runs_rectangular_when_it_can(tmp_path, dynamic: bool, size: tuple, box: list) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from edge.detectors.yolo import OnnxYoloDetector
+    from edge.types import Frame
+    from tests.unit.edge.edge_onnx_fixtures import vehicles_model
+
+    det = OnnxYoloDetector(vehicles_model(tmp_path / "v.onnx", dynamic_hw=dynamic), conf=0.1)
+    c = Cascade(det)
+    assert c._input_for(320, 640) == size
+    f = Frame("c", 0, 0.0, datetime.now(UTC), np.zeros((320, 640, 3), np.uint8))
+    (d,) = c.detect_vehicles([f])
+    car = d.with_class(0)
+    assert car.xyxy[0].tolist() == pytest.approx(box, abs=1.0)
+    assert det.input_size == (64, 64)  # restored after the call
