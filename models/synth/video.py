@@ -146,6 +146,18 @@ def _plan_traffic(p: Preset, rng: np.random.Generator, seconds: float, y_spawn: 
                 pl.driver.belt = "none" if rng.random() < 0.65 else "under_arm"
             else:
                 pl.driver.phone = str(rng.choice(["ear", "hand", "wheel"], p=[0.45, 0.35, 0.2]))
+    # ... but keep clean vehicles the majority: clear surplus violators beyond the minimum.
+    cap = max(2 * p.min_violators, int(0.4 * len(eligible)))
+    viol = [pl for pl in eligible if any(_violations(pl.driver).values())]
+    rng.shuffle(viol)  # type: ignore[arg-type]
+    for pl in viol:
+        if sum(any(_violations(q.driver).values()) for q in eligible) <= cap:
+            break
+        assert pl.driver is not None
+        v = _violations(pl.driver)
+        counts = {k: sum(_violations(q.driver)[k] for q in eligible) for k in v}
+        if all(counts[k] > p.min_violators for k in v if v[k]):
+            pl.driver.belt, pl.driver.phone = "worn", "none"
     return plans
 
 
@@ -172,7 +184,7 @@ def _camera_yaml(name: str, cam: Camera, layout: RoadLayout) -> CameraCalibratio
         zones=Zones(capture=[[float(u), float(v)] for u, v in img]),
         road_plane=RoadPlane(image_points=[[float(u), float(v)] for u, v in img],
                              road_points_m=[[float(a), float(b)] for a, b in road_pts],
-                             homography=hi.tolist(), rms_m=0.0),
+                             homography=hi.tolist(), rms_m=0.0, undistorted=False),
         thresholds={"no_seatbelt": ViolationThreshold.model_validate({}),
                     "phone_use": ViolationThreshold.model_validate({})},
     )
