@@ -38,7 +38,7 @@ class MqttSettings(_Strict):
 
 
 class CollectorSettings(_Strict):
-    batch_max: int = Field(64, ge=1, le=1000, description="Messages per group commit.")
+    batch_max: int = Field(32, ge=1, le=1000, description="Messages per group commit.")
     batch_linger_s: float = Field(0.005, ge=0, le=1, description="Wait this long to fill a batch.")
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, gt=0, description="Larger messages are dead-lettered.")
     retry_max_s: float = Field(30.0, gt=0, description="Backoff ceiling while storage is down.")

@@ -168,6 +168,7 @@ def main() -> int:
         "payload_bytes_avg": round(sum(map(len, payloads)) / len(payloads)),
         "evidence_bytes_avg": sum(e.size for e in first.event.evidence),
         "cpus": os.cpu_count(),
+        "load_avg_1m_before": round(os.getloadavg()[0], 1),
         "goal_ratio": 0.8,
     }
     with tempfile.TemporaryDirectory(prefix="roadeye-bench-", dir=os.environ.get("ROADEYE_BENCH_TMP")) as tmp:
@@ -213,6 +214,7 @@ def main() -> int:
                     result["collector_postgresql"] = p
     ratios = [v["ratio_to_raw"] for k, v in result.items() if k.startswith("collector_")]  # type: ignore[index]
     result["goal_met"] = all(r >= 0.8 for r in ratios)
+    result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
     print(json.dumps(result))
     return 0
 
