@@ -54,12 +54,20 @@ def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_f
               help="Directory for <name>.mp4, <name>.groundtruth.json and <name>.camera.yaml.")
 @click.option("--name", default=None, help="Clip base name (default: the preset's name).")
 @click.option("--crf", type=click.IntRange(0, 51), default=None, help="x264 CRF (default per preset).")
-def video(preset: str, seconds: float, fps: float, seed: int, out: Path, name: str | None, crf: int | None) -> None:
+@click.option("--scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
+              help="Render the preset's view at a fraction of its resolution (same geometry; previews, tests).")
+def video(preset: str, seconds: float, fps: float, seed: int, out: Path, name: str | None, crf: int | None,
+          scale: float) -> None:
     """Render an H.264 clip with its ground truth and camera calibration."""
+    from dataclasses import replace
+
     from models.synth.video import PRESETS, render_clip
 
+    p = PRESETS[preset]
+    if scale != 1.0:  # even sizes for yuv420p
+        p = replace(p, width=max(64, round(p.width * scale / 2) * 2), height=max(36, round(p.height * scale / 2) * 2))
     t0 = time.time()
-    res = render_clip(PRESETS[preset], out, seconds=seconds, fps=fps, seed=seed, name=name, crf=crf,
+    res = render_clip(p, out, seconds=seconds, fps=fps, seed=seed, name=name, crf=crf,
                       log=lambda m: click.echo(m, err=True))
     dt = time.time() - t0
     click.echo(f"wrote {res.video} ({res.frames} frames, {res.frames / dt:.2f} frames/s incl. encoding, "
