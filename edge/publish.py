@@ -161,11 +161,12 @@ class MqttPublisher:
         else:
             try:
                 self.outbox.ack(seq)
-            except Exception:  # disk full / I/O error: must not kill paho's network thread
-                log.exception("could not delete acknowledged outbox row %d; it will be sent again", seq)
-                with self._lock:
-                    self._last_sent = min(self._last_sent, seq - 1)
-                    self._retry_at = time.monotonic() + 5.0
+            except Exception as exc:  # disk full / I/O error: must not kill paho's network thread
+                # delivered (PUBACK) but not deleted: retry the delete later, never resend it now
+                log.error("could not delete acknowledged outbox row %d (%s); retrying in 2s", seq, exc)
+                retry = threading.Timer(2.0, self._settle, (seq, code))
+                retry.daemon = True
+                retry.start()
                 return
             self.published += 1
             if self.metrics:
