@@ -56,7 +56,7 @@ def _mqtt_options(f: Callable[..., Any]) -> Callable[..., Any]:
         n = min(4, os.cpu_count() or 1) if workers is None else workers
         cfg = cfg.model_copy(update={"collector": cfg.collector.model_copy(update={"workers": n})})
         m = MqttSettings(host=mqtt_host, port=mqtt_port, username=mqtt_username, password=mqtt_password,
-                         tls_ca=mqtt_tls_ca, group=group, client_id=client_id)  # type: ignore[call-arg]
+                         tls_ca=mqtt_tls_ca, group=group, client_id=client_id)
         return f(*args, mqtt=m, cfg=cfg, **kw)
 
     return wrapper
@@ -75,7 +75,7 @@ def _web_options(f: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, http_host: str, http_port: int, second_stage_review: bool, cookie_secure: bool,
                 **kw: Any) -> Any:
         w = WebSettings(host=http_host, port=http_port, second_stage_review=second_stage_review,
-                        cookie_secure=cookie_secure)  # type: ignore[call-arg]
+                        cookie_secure=cookie_secure)
         return f(*args, web=w, **kw)
 
     return wrapper

@@ -72,7 +72,7 @@ class Collector:
                  settings: CollectorSettings | None = None) -> None:
         self.db = db
         self.mqtt = mqtt_settings
-        self.settings = settings or CollectorSettings()  # type: ignore[call-arg]
+        self.settings = settings or CollectorSettings()
         self.ingestor = Ingestor(db, store, max_bytes=self.settings.max_message_bytes)
         self.workers = self.settings.workers
         self._pool: ProcessPoolExecutor | None = None

@@ -17,20 +17,20 @@ class _Strict(BaseModel):
 
 
 class MqttSettings(_Strict):
-    host: str = Field("127.0.0.1", description="Broker host.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 usually for TLS).")
-    username: str | None = Field(None, description="Broker user name.")
-    password: str | None = Field(None, description="Broker password.")
-    tls_ca: Path | None = Field(None, description="CA certificate; enables TLS when set.")
-    group: str = Field("collectors", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    host: str = Field(default="127.0.0.1", description="Broker host.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 usually for TLS).")
+    username: str | None = Field(default=None, description="Broker user name.")
+    password: str | None = Field(default=None, description="Broker password.")
+    tls_ca: Path | None = Field(default=None, description="CA certificate; enables TLS when set.")
+    group: str = Field(default="collectors", pattern=r"^[A-Za-z0-9_-]{1,64}$",
                        description="Shared-subscription group: collectors in one group split the load.")
     client_id: str | None = Field(
-        None, description="Stable MQTT client id; the persistent session is keyed on it. "
+        default=None, description="Stable MQTT client id; the persistent session is keyed on it. "
         "Default: roadeye-collector-<group>-<hostname>.")
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=0,
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0,
                                   description="How long the broker keeps our session while we are away.")
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    receive_maximum: int = Field(100, ge=1, le=65535,
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    receive_maximum: int = Field(default=100, ge=1, le=65535,
                                  description="Unacknowledged messages in flight to us at once.")
 
     def resolved_client_id(self) -> str:
@@ -38,31 +38,31 @@ class MqttSettings(_Strict):
 
 
 class CollectorSettings(_Strict):
-    batch_max: int = Field(32, ge=1, le=1000, description="Messages per group commit.")
-    batch_linger_s: float = Field(0.005, ge=0, le=1, description="Wait this long to fill a batch.")
-    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, gt=0, description="Larger messages are dead-lettered.")
-    retry_max_s: float = Field(30.0, gt=0, description="Backoff ceiling while storage is down.")
-    workers: int = Field(0, ge=0, le=64, description="Validation processes (0 = validate in the collector "
+    batch_max: int = Field(default=32, ge=1, le=1000, description="Messages per group commit.")
+    batch_linger_s: float = Field(default=0.005, ge=0, le=1, description="Wait this long to fill a batch.")
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, gt=0, description="Larger messages are dead-lettered.")
+    retry_max_s: float = Field(default=30.0, gt=0, description="Backoff ceiling while storage is down.")
+    workers: int = Field(default=0, ge=0, le=64, description="Validation processes (0 = validate in the collector "
                          "process; the CLI defaults to one per core, at most 4).")
 
 
 class WebSettings(_Strict):
-    host: str = Field("127.0.0.1", description="HTTP bind address.")
-    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 = any free port).")
+    host: str = Field(default="127.0.0.1", description="HTTP bind address.")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = any free port).")
     second_stage_review: bool = Field(
-        False, description="Require a second reviewer before an event is final.")
-    cookie_secure: bool = Field(False, description="Mark cookies Secure (set when served over HTTPS).")
-    session_max_age_s: int = Field(12 * 3600, gt=0, description="Session lifetime.")
-    claim_s: int = Field(300, gt=0, description="How long a queue item stays reserved for one reviewer.")
+        default=False, description="Require a second reviewer before an event is final.")
+    cookie_secure: bool = Field(default=False, description="Mark cookies Secure (set when served over HTTPS).")
+    session_max_age_s: int = Field(default=12 * 3600, gt=0, description="Session lifetime.")
+    claim_s: int = Field(default=300, gt=0, description="How long a queue item stays reserved for one reviewer.")
 
 
 class ServerConfig(_Strict):
-    data_dir: Path = Field(Path("var/server"), description="Where the SQLite file, keys and evidence live.")
-    db_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/roadeye.db.")
-    evidence: str | None = Field(None, description="Evidence store: a directory or s3://bucket/prefix.")
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
-    collector: CollectorSettings = Field(default_factory=CollectorSettings)  # type: ignore[arg-type]
-    web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
+    data_dir: Path = Field(default=Path("var/server"), description="Where the SQLite file, keys and evidence live.")
+    db_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/roadeye.db.")
+    evidence: str | None = Field(default=None, description="Evidence store: a directory or s3://bucket/prefix.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'roadeye.db').resolve()}"

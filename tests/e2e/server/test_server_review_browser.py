@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -62,7 +63,8 @@ def real_messages(dev: SampleDevice, n: int) -> list[EventMessage]:
     out = []
     for i, row in enumerate(rows):
         scene = (root / "plates-cn-scenes" / row["file"]).read_bytes()
-        img = cv2.imdecode(__import__("numpy").frombuffer(scene, "uint8"), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(scene, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None, row["file"]
         h, w = img.shape[:2]
         x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
         plate = img[max(0, int(y1) - 4):int(y2) + 4, max(0, int(x1) - 4):int(x2) + 4]
@@ -71,6 +73,7 @@ def real_messages(dev: SampleDevice, n: int) -> list[EventMessage]:
                min(w - 1.0, x2 + 2.2 * (x2 - x1)), min(h - 1.0, y2 + 1.5 * (y2 - y1)))
         cab_path = cabins[i % len(cabins)]
         cab = cv2.imread(str(cab_path))
+        assert cab is not None, cab_path
         ch, cw = cab.shape[:2]
         cab_boxes = []
         lab = cab_path.parent.parent / "labels" / (cab_path.stem + ".txt")

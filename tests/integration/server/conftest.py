@@ -62,7 +62,7 @@ def make_client(db: Database, store: LocalEvidenceStore, data_dir: Path, second_
     from server.api.app import create_app
 
     cfg = ServerConfig(data_dir=data_dir, db_url=db.url,
-                       web=WebSettings(second_stage_review=second_stage))  # type: ignore[call-arg]
+                       web=WebSettings(second_stage_review=second_stage))
     return TestClient(create_app(cfg, db, store), base_url="http://testserver")
 
 

@@ -182,6 +182,7 @@ def test_review_actions_and_audit(db: Database, client: TestClient, ingestor: In
     assert [r.action for r in rows] == ["review.confirm", "review.reject"]
     assert rows[0].username == "rev1" and rows[0].target == f"event:{evs[0].event_id}"
     assert rows[0].before == {"status": "pending", "plate": "皖A10000"}
+    assert rows[0].after is not None
     assert rows[0].after["status"] == "confirmed" and rows[0].after["plate"] == "皖B88888"
     # reviews.csv follows CONTRACTS
     text = client.get("/api/export/reviews.csv").text

@@ -82,9 +82,9 @@ def subscribed(db: Database, pub: Publisher, dev: SampleDevice) -> None:
 
 @pytest.fixture
 def collector(db: Database, store: LocalEvidenceStore, mosquitto, ingestor) -> Iterator[Collector]:  # type: ignore[no-untyped-def]
-    col = Collector(db, store, MqttSettings(host=mosquitto.host, port=mosquitto.port,  # type: ignore[call-arg]
+    col = Collector(db, store, MqttSettings(host=mosquitto.host, port=mosquitto.port,
                                             client_id="test-collector"),
-                    CollectorSettings())  # type: ignore[call-arg]
+                    CollectorSettings())
     col.ingestor.keys.ttl_s = 0.0
     col.start()
     assert col.connected.wait(10)
@@ -148,8 +148,8 @@ class FlakyStore(LocalEvidenceStore):
 def test_storage_outage_is_retried_without_ack(db: Database, mosquitto, ingestor, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                device: SampleDevice) -> None:
     store = FlakyStore(tmp_path / "flaky", failures=3)
-    col = Collector(db, store, MqttSettings(host=mosquitto.host, port=mosquitto.port,  # type: ignore[call-arg]
-                                            client_id="flaky"), CollectorSettings(retry_max_s=0.2))  # type: ignore[call-arg]
+    col = Collector(db, store, MqttSettings(host=mosquitto.host, port=mosquitto.port,
+                                            client_id="flaky"), CollectorSettings(retry_max_s=0.2))
     col.start()
     assert col.connected.wait(10)
     pub = Publisher(mosquitto.host, mosquitto.port)

@@ -27,9 +27,9 @@ pytestmark = pytest.mark.services
 def test_edge_publisher_over_tls_arrives_once(db: Database, store: LocalEvidenceStore, ingestor,  # type: ignore[no-untyped-def]
                                               device: SampleDevice, broker_factory, tmp_path: Path) -> None:
     broker = broker_factory(tls=True, passwords={"edge-01": "edge-secret", "collector": "col-secret"})
-    col = Collector(db, store, MqttSettings(host="127.0.0.1", port=broker.tls_port, tls_ca=broker.ca_cert,  # type: ignore[call-arg]
+    col = Collector(db, store, MqttSettings(host="127.0.0.1", port=broker.tls_port, tls_ca=broker.ca_cert,
                                             username="collector", password="col-secret", client_id="tls-col"),
-                    CollectorSettings())  # type: ignore[call-arg]
+                    CollectorSettings())
     col.start()
     assert col.connected.wait(15), broker.log_tail()
     outbox = Outbox(tmp_path / "outbox.sqlite3")
