@@ -105,6 +105,11 @@ def _apply_device_keys(db: Any, device_keys: tuple[str, ...]) -> None:
             raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--register-device-key") from exc
         try:
             with db.session() as s:
+                from server.db.models import Device
+
+                known = s.get(Device, dev_id)
+                if known is not None and known.public_key_pem.strip() == pem.strip():
+                    continue  # same key: leave it as it is (an admin may have deactivated it)
                 register_device(s, dev_id, pem, None, who="cli")
         except ServiceError as exc:
             raise click.BadParameter(f"{dev_id}: {exc}", param_hint="--register-device-key") from exc

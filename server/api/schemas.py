@@ -40,6 +40,10 @@ class UserIn(_In):
     role: Literal["viewer", "reviewer", "admin"]
 
 
+class UserActiveIn(_In):
+    active: bool
+
+
 class LabelledBoxOut(BaseModel):
     label: str
     box: dict[str, float]

@@ -185,6 +185,16 @@ def devices_page(request: Request, user: User | None = Depends(optional_user),
     return _page(request, "devices.html", u, devices=list(s.scalars(select(Device).order_by(Device.device_id))))
 
 
+@router.get("/users", response_class=HTMLResponse)
+def users_page(request: Request, user: User | None = Depends(optional_user),
+               s: Session = Depends(db_session)) -> Response:
+    try:
+        u = _need(user, request, Role.ADMIN)
+    except _Login:
+        return login_redirect(request)
+    return _page(request, "users.html", u, users=list(s.scalars(select(User).order_by(User.username))))
+
+
 @router.get("/dead-letters", response_class=HTMLResponse)
 def dead_letters_page(request: Request, user: User | None = Depends(optional_user),
                       s: Session = Depends(db_session)) -> Response:

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.api.deps import client_addr, db_session, require
-from server.api.schemas import AuditOut, AuditPage, DeadLetterOut, UserIn, UserOut
+from server.api.schemas import AuditOut, AuditPage, DeadLetterOut, UserActiveIn, UserIn, UserOut
 from server.auth import AuthError, create_user
 from server.db.models import AuditLog, DeadLetter, Role, User
 
@@ -27,6 +27,25 @@ def add_user(body: UserIn, request: Request, s: Session = Depends(db_session),
         u = create_user(s, body.username, body.password, body.role, actor=admin.username)
     except AuthError as exc:
         raise HTTPException(422, str(exc)) from exc
+    s.commit()
+    return UserOut.model_validate(u)
+
+
+@router.post("/users/{username}/active", response_model=UserOut)
+def set_user_active(username: str, body: UserActiveIn, request: Request, s: Session = Depends(db_session),
+                    admin: User = Depends(require(Role.ADMIN))) -> UserOut:
+    """Deactivate (every session of that user ends at once) or re-activate a user."""
+    u = s.scalar(select(User).where(User.username == username))
+    if u is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
+    if u.id == admin.id and not body.active:
+        raise HTTPException(422, "you cannot deactivate yourself")
+    before = {"active": u.active}
+    u.active = body.active
+    from server.services import audit
+
+    audit(s, admin.username, "user.activate" if body.active else "user.deactivate", f"user:{username}", before,
+          {"active": u.active}, client_addr(request))
     s.commit()
     return UserOut.model_validate(u)
 

@@ -273,6 +273,20 @@ def test_review_with_keyboard_and_audit(server, mosquitto, artifacts_dir: Path) 
         expect(page.locator(".device-card")).to_contain_text("edge-07")
         expect(page.locator(".device-card")).to_contain_text("disconnected")
         page.screenshot(path=str(out / "health.png"))
+
+        # admin pages: create a user with the form, deactivate the device with its button
+        page.goto(server["url"] + "/users")
+        page.fill("form[data-api] input[name=username]", "zhang.min")
+        page.select_option("form[data-api] select[name=role]", "reviewer")
+        page.fill("form[data-api] input[name=password]", "short")
+        page.fill("form[data-api] input[name=password]", "zhang-min-password")
+        page.click("form[data-api] button[type=submit]")
+        expect(page.locator("table.grid")).to_contain_text("zhang.min")
+        page.goto(server["url"] + "/devices")
+        page.once("dialog", lambda d: d.accept())
+        page.click("button[data-post='/api/devices/edge-07/deactivate']")
+        expect(page.locator("table.grid")).to_contain_text("deactivated")
+        page.screenshot(path=str(out / "devices.png"))
         browser.close()
     errors = [e for e in errors if "401" not in e and "403" not in e]  # the deliberate wrong-password / forbidden
     assert not errors, errors

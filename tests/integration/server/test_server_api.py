@@ -303,3 +303,25 @@ def test_pages_render_and_openapi(client: TestClient, ingestor: Ingestor, device
         assert "<script>" not in r.text  # CSP: no inline scripts
     assert "皖A10001" in client.get("/events").text
     assert client.get("/healthz").json()["ok"] is True
+
+
+def test_user_admin_and_revocation(db: Database, store: LocalEvidenceStore, tmp_path: Path, users) -> None:  # type: ignore[no-untyped-def]
+    admin, rev = make_client(db, store, tmp_path / "d"), make_client(db, store, tmp_path / "d")
+    login(admin, "admin")
+    login(rev, "rev1")
+    assert rev.post("/api/users", json={"username": "x", "password": "long-enough", "role": "admin"}
+                    ).status_code == 403
+    r = admin.post("/api/users", json={"username": "new.officer", "password": "long-enough", "role": "viewer"})
+    assert r.status_code == 201 and r.json()["role"] == "viewer"
+    r = admin.post("/api/users", json={"username": "new.officer", "password": "long-enough", "role": "viewer"})
+    assert r.status_code == 422 and "already exists" in r.json()["detail"]
+    assert admin.post("/api/users", json={"username": "y", "password": "short", "role": "viewer"}).status_code == 422
+    assert rev.get("/api/events").status_code == 200
+    assert admin.post("/api/users/rev1/active", json={"active": False}).json()["active"] is False
+    assert rev.get("/api/events").status_code == 401  # the live session ends at once
+    st = admin.post("/api/users/admin/active", json={"active": False})
+    assert st.status_code == 422 and "yourself" in st.json()["detail"]
+    assert [u["username"] for u in admin.get("/api/users").json()] == ["admin", "new.officer", "rev1", "rev2", "view"]
+    assert admin.get("/users").status_code == 200
+    acts = [a["action"] for a in admin.get("/api/audit", params={"action": "user."}).json()["items"]]
+    assert acts[:2] == ["user.deactivate", "user.create"]
