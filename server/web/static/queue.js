@@ -11,7 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     stage: 1, buffer: [], cur: null, history: [], hpos: -1, skipped: new Set(), fetching: null,
-    reviewed: 0, started: Date.now(), rejecting: false, counts: {}, showBoxes: true, exhausted: false,
+    reviewed: 0, started: Date.now(), rejecting: false, counts: {}, showBoxes: true, exhausted: false, zoom: false,
   };
 
   const byKind = (ev, kind) => ev.evidence.find((e) => e.kind === kind);
@@ -97,6 +97,8 @@
       $("f-stage").textContent = h.decision === "confirmed" ? "✔ you confirmed" : `✖ you rejected (${REASON_LABEL[h.reason]})`;
     }
     document.querySelectorAll(".boxes").forEach((s) => s.classList.toggle("hidden", !state.showBoxes));
+    const img = $("overview").querySelector("img");
+    if (img) { if (img.complete) applyZoom(); else img.addEventListener("load", applyZoom, { once: true }); }
     showReasons(false);
     updateCounts();
   }
@@ -174,6 +176,31 @@
     p.focus(); p.select();
   }
 
+  // Z: zoom the overview onto the vehicle (a 9 MP frame shrunk to the screen hides details).
+  const VEHICLES = new Set(["car", "bus", "truck", "van", "two_wheeler"]);
+  function applyZoom() {
+    const ev = viewing()?.ev || state.cur;
+    const frame = $("overview").querySelector(".frame");
+    const img = frame && frame.querySelector("img");
+    if (!ev || !frame || !img) return;
+    frame.style.transformOrigin = "0 0";
+    if (!state.zoom || !img.clientWidth) { frame.style.transform = ""; return; }
+    const ov = byKind(ev, "overview") || byKind(ev, "vehicle_crop");
+    const vb = (ov.boxes.find((b) => VEHICLES.has(b.label)) || { box: ev.signed_event.vehicle.box }).box;
+    const pane = $("overview");
+    const [cw, ch] = [pane.clientWidth, pane.clientHeight];
+    const s = img.clientWidth / ov.width;
+    const [bw, bh] = [(vb.x2 - vb.x1) * s, (vb.y2 - vb.y1) * s];
+    const k = Math.max(1, Math.min(6, 0.92 * Math.min(cw / bw, ch / bh)));
+    const [cx, cy] = [(vb.x1 + vb.x2) / 2 * s, (vb.y1 + vb.y2) / 2 * s];
+    const ox = frame.offsetLeft;  // the frame is centred in the (positioned) pane
+    frame.style.transform = `translate(${cw / 2 - ox - cx * k}px, ${ch / 2 - cy * k}px) scale(${k})`;
+  }
+  function toggleZoom() {
+    state.zoom = !state.zoom;
+    applyZoom();
+  }
+
   function toggleBoxes() {
     state.showBoxes = !state.showBoxes;
     $("show-boxes").checked = state.showBoxes;
@@ -201,7 +228,7 @@
     const actions = {
       c: () => !$("btn-confirm").disabled && decide("confirmed"),
       r: () => !$("btn-reject").disabled && showReasons(!state.rejecting),
-      escape: () => showReasons(false), e: editPlate, j: skip, k: prev, b: toggleBoxes,
+      escape: () => showReasons(false), e: editPlate, j: skip, k: prev, b: toggleBoxes, z: toggleZoom,
       "?": () => help.classList.remove("hidden"),
     };
     if (actions[k]) { actions[k](); e.preventDefault(); }
@@ -214,6 +241,8 @@
     $("btn-next").addEventListener("click", skip);
     $("btn-prev").addEventListener("click", prev);
     $("show-boxes").addEventListener("change", toggleBoxes);
+    $("overview").addEventListener("click", toggleZoom);
+    window.addEventListener("resize", applyZoom);
     $("reload").addEventListener("click", advance);
     document.querySelectorAll("button.stage").forEach((b) => b.addEventListener("click", async () => {
       document.querySelectorAll("button.stage").forEach((x) => x.classList.toggle("active", x === b));

@@ -199,6 +199,11 @@ def test_review_with_keyboard_and_audit(server, mosquitto, artifacts_dir: Path) 
         page.wait_for_function(IMAGES_LOADED.replace("SEL", "#review img"))
         expect(page.locator("#overview svg rect")).to_have_count(2)
         page.screenshot(path=str(out / "queue.png"))
+        page.keyboard.press("z")
+        expect(page.locator("#overview .frame")).to_have_attribute("style", re.compile(r"scale\("))
+        page.wait_for_timeout(400)  # the zoom animates for 120 ms
+        page.screenshot(path=str(out / "queue-zoomed.png"))
+        page.keyboard.press("z")
 
         def at(i: int) -> None:
             expect(page.locator("#f-link")).to_have_attribute("href", f"/events/{ids[i]}")
