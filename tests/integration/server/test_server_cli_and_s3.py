@@ -146,3 +146,34 @@ def test_s3_evidence_store(s3: S3EvidenceStore, tmp_path: Path) -> None:
         rep = verify_all(s, s3)
     assert rep.ok and rep.evidence_files == 3
     db.dispose()
+
+
+def test_web_command_serves(tmp_path: Path) -> None:
+    """`roadeye server web` alone: migrations run, the admin exists, pages and probes answer."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.services import wait_port
+
+    port = free_port()
+    repo = Path(__file__).resolve().parents[3]
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "server", "web", "--data-dir", str(tmp_path / "w"),
+                             "--http-port", str(port), "--admin", "boss:boss-password-1"],
+                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port("127.0.0.1", port, 60, proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            assert c.get("/healthz").json() == {"ok": True, "database": "ok"}
+            assert c.get("/login").status_code == 200
+            token = c.get("/api/auth/session").json()["csrf_token"]
+            r = c.post("/api/auth/login", json={"username": "boss", "password": "boss-password-1"},
+                       headers={"X-CSRF-Token": token})
+            assert r.status_code == 200 and r.json()["user"]["role"] == "admin"
+            assert c.get("/api/events").json()["total"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert (tmp_path / "w" / "roadeye.db").exists()
+    assert oct((tmp_path / "w" / "session.key").stat().st_mode)[-3:] == "600"
