@@ -44,7 +44,7 @@ def test_broker_restart_under_load(mosquitto, device: DeviceKeys, tmp_path: Path
     edge = None
     try:
         wait_subscribed(store, mosquitto.host, mosquitto.port)
-        n, run = 240, f"broker-{sig}"
+        n, run = 200, f"broker-{sig}"
         edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
                           produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run,
                           count=n, rate=40)
@@ -73,8 +73,8 @@ def test_broker_restart_under_load(mosquitto, device: DeviceKeys, tmp_path: Path
 @pytest.mark.timeout(150)
 def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, device: DeviceKeys,  # type: ignore[no-untyped-def]
                                                                    tmp_path: Path) -> None:
-    """Scaled down to ~25 s for `make test`; the soak (--broker-outage-s) does minutes."""
-    down_s = 25.0
+    """Scaled down to 15 s for `make test`; the soak (--broker-outage-s) does minutes."""
+    down_s = 15.0
     db_url = f"sqlite:///{tmp_path / 'server.db'}"
     store = Store(db_url)
     col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
@@ -85,7 +85,7 @@ def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, de
     try:
         wait_subscribed(store, mosquitto.host, mosquitto.port)
         rate = 10.0
-        n, run = int(rate * (down_s + 12)), "outage"
+        n, run = int(rate * (down_s + 6)), "outage"
         edge = start_edge(outbox=outbox, port=mosquitto.port, device=device, produced=tmp_path / "produced.log",
                           log=tmp_path / "edge.log", run_id=run, count=n, rate=rate)
         wait_until(lambda: store.count_events() >= 20, 40, "first events stored")

@@ -101,7 +101,7 @@ def disk_full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         try:
             wait_subscribed(store, broker.host, broker.port)
             mport = free_port()
-            n, run = 300, "diskfull"
+            n, run = 240, "diskfull"
             edge = start_edge(outbox=fs / "outbox.db", port=broker.port, device=device,
                               produced=tmp / "produced.log", log=tmp / "edge.log", run_id=run, count=n, rate=20,
                               extra=["--metrics-port", str(mport), "--heartbeat-s", "0.5"])
@@ -112,7 +112,7 @@ def disk_full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             obs["ballast_bytes"] = fill(fs / "ballast")
             full_from = len(produced_ids(tmp / "produced.log"))
             t_full = time.monotonic()
-            while time.monotonic() - t_full < 6.0:
+            while time.monotonic() - t_full < 4.0:
                 obs["alarm_metric"].append(metric(mport, "roadeye_outbox_alarm"))
                 obs["depth_metric"].append(metric(mport, "roadeye_outbox_depth"))
                 time.sleep(0.5)
@@ -192,13 +192,13 @@ def test_postgres_down_collector_stops_acking_broker_keeps_messages(mosquitto, d
     edge = None
     try:
         wait_subscribed(store, mosquitto.host, mosquitto.port)
-        n, run = 240, "pgdown"
+        n, run = 200, "pgdown"
         edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
                           produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
                           rate=20)
         wait_until(lambda: store.count_events() >= 40, 60, "first events stored")
         pg.stop("immediate")
-        time.sleep(8.0)
+        time.sleep(6.0)
         # the edge's outbox drained into the broker: the broker holds what the collector could not store
         edge_outbox = sqlite3.connect(f"file:{tmp_path / 'outbox.db'}?mode=ro", uri=True)
         depth = edge_outbox.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -235,7 +235,7 @@ def test_sqlite_locked_collector_retries_then_stores_once(mosquitto, device: Dev
     edge = None
     try:
         wait_subscribed(store, mosquitto.host, mosquitto.port)
-        n, run = 200, "sqlitelock"
+        n, run = 160, "sqlitelock"
         edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
                           produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
                           rate=20)
@@ -244,7 +244,7 @@ def test_sqlite_locked_collector_retries_then_stores_once(mosquitto, device: Dev
         locker = sqlite3.connect(str(db_path), timeout=30, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         t_lock = time.monotonic()
-        time.sleep(8.0)
+        time.sleep(6.0)
         locker.execute("ROLLBACK")
         locker.close()
         held = time.monotonic() - t_lock
