@@ -146,17 +146,21 @@ def _plan_traffic(p: Preset, rng: np.random.Generator, seconds: float, y_spawn: 
                 pl.driver.belt = "none" if rng.random() < 0.65 else "under_arm"
             else:
                 pl.driver.phone = str(rng.choice(["ear", "hand", "wheel"], p=[0.45, 0.35, 0.2]))
-    # ... but keep clean vehicles the majority: clear surplus violators beyond the minimum.
-    cap = max(2 * p.min_violators, int(0.4 * len(eligible)))
-    viol = [pl for pl in eligible if any(_violations(pl.driver).values())]
+    # ... but keep clean vehicles the majority: clear surplus violators (first those outside
+    # the capture window, then eligible ones beyond the per-kind minimum).
+    drivers = [pl for pl in plans if pl.driver is not None]
+    cap = max(2 * p.min_violators, int(0.4 * len(drivers)))
+    elig = {id(pl) for pl in eligible}
+    viol = [pl for pl in drivers if any(_violations(pl.driver).values())]
     rng.shuffle(viol)  # type: ignore[arg-type]
+    viol.sort(key=lambda pl: id(pl) in elig)  # stable: non-eligible first
     for pl in viol:
-        if sum(any(_violations(q.driver).values()) for q in eligible) <= cap:
+        if sum(any(_violations(q.driver).values()) for q in drivers) <= cap:
             break
         assert pl.driver is not None
         v = _violations(pl.driver)
         counts = {k: sum(_violations(q.driver)[k] for q in eligible) for k in v}
-        if all(counts[k] > p.min_violators for k in v if v[k]):
+        if id(pl) not in elig or all(counts[k] > p.min_violators for k in v if v[k]):
             pl.driver.belt, pl.driver.phone = "worn", "none"
     return plans
 
