@@ -156,6 +156,8 @@ class Ingestor:
             msg = EventMessage.from_bytes(payload, max_bytes=self.max_bytes)
         except SchemaError as exc:
             return dead(f"schema: {exc}")
+        except RecursionError:  # deeply nested JSON: a poison message, not a storage error to retry
+            return dead("schema: message is not JSON: nested too deeply")
         ev = msg.event
         if (ev.site_id, ev.camera_id) != (site, camera):
             return dead(f"topic: topic names {site}/{camera} but the event is from "
