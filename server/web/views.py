@@ -138,6 +138,11 @@ def event_page(event_id: str, request: Request, user: User | None = Depends(opti
     row = get_event(s, event_id.lower())
     if row is None:
         raise HTTPException(404, f"no event {event_id!r}")
+    from server.services import audit
+
+    audit(s, u.username, "event.view", f"event:{row.event_id}", None, None,
+          request.client.host if request.client else None)
+    s.commit()
     history, _ = audit_query(s, 1, 200, None, f"event:{row.event_id}", None)
     evidence = [{"sha256": e.sha256, "kind": e.kind, "width": e.width, "height": e.height, "boxes": e.boxes,
                  "url": f"/api/evidence/{e.sha256}", "size": e.size} for e in row.evidence]

@@ -34,7 +34,7 @@ from server.queries import (
     release_claims,
     review_event,
 )
-from server.services import ServiceError
+from server.services import ServiceError, audit
 
 router = APIRouter(prefix="/api", tags=["events"])
 
@@ -123,11 +123,13 @@ def events(f: EventFilter = Depends(event_filter), page: int = Query(1, ge=1),
 
 
 @router.get("/events/{event_id}", response_model=EventDetail)
-def event(event_id: str, s: Session = Depends(db_session),
-          _: User = Depends(require(Role.VIEWER))) -> EventDetail:
+def event(event_id: str, request: Request, s: Session = Depends(db_session),
+          user: User = Depends(require(Role.VIEWER))) -> EventDetail:
     row = get_event(s, event_id.lower())
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+    audit(s, user.username, "event.view", f"event:{row.event_id}", None, None, client_addr(request))
+    s.commit()  # who looked at whose plate and face is itself on record
     return event_detail(row)
 
 
