@@ -210,3 +210,43 @@ def test_sigkilled_collector_loses_nothing(db: Database, db_url: str, mosquitto,
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
     assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_postgres_outage_nothing_acked_until_it_returns(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A real PostgreSQL stopped under the collector: events published meanwhile are not
+    acknowledged (the broker keeps them) and are all stored once it is back."""
+    from server.db.models import Device
+    from tests.services import PostgresServer
+
+    with PostgresServer() as pg:
+        url = pg.create_database("outage")
+        db = Database(url)
+        dev = SampleDevice()
+        with db.session() as s:
+            s.add(Device(device_id=dev.device_id, public_key_pem=dev.public_pem, site_id=dev.site_id))
+        col = Collector(db, LocalEvidenceStore(tmp_path / "ev"),
+                        MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="outage"),
+                        CollectorSettings(retry_max_s=0.5))
+        col.start()
+        assert col.connected.wait(10)
+        pub = Publisher(mosquitto.host, mosquitto.port)
+        subscribed(db, pub, dev)
+        topic = event_topic(dev.site_id, dev.camera_id)
+        first = make_message(dev, seed=1)[0]
+        pub.publish(topic, first.to_bytes())
+        wait_until(lambda: col.stats["stored"] == 1, 20, "first event")
+        time.sleep(0.5)
+        acked_before = col.stats["acked"]
+        pg.stop()
+        msgs = [make_message(dev, seed=i)[0] for i in range(2, 12)]
+        for m in msgs:
+            pub.publish(topic, m.to_bytes())
+        wait_until(lambda: col.stats["storage_errors"] >= 2, 30, "storage errors while the database is down")
+        assert col.stats["stored"] == 1 and col.stats["acked"] == acked_before  # nothing acknowledged
+        pg.start()
+        wait_until(lambda: col.stats["stored"] == 11, 60, "all events after the database came back")
+        col.stop()
+        pub.close()
+        assert count(db, EventRow) == 11 and count(db, DeadLetter) == 0
+        db.dispose()
