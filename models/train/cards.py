@@ -66,12 +66,14 @@ def _metrics_table(evals: list[tuple[str, dict[str, Any]]]) -> str:
     out = ["\n".join(rows), ""]
     for label, r in evals:
         out.append(f"**{label}** — {r['selection']}; operating threshold conf={r['conf']}, match IoU 0.5"
-                   + (f"; dropped GT classes {r['dropped_classes']}" if r.get("dropped_classes") else ""))
+                   + (f"; dropped GT classes {r['dropped_classes']}" if r.get("dropped_classes") else "")
+                   + (f"; not labelled in this set (not scored): {', '.join(r['unlabelled_classes'])}"
+                      if r.get("unlabelled_classes") else ""))
         out.append("")
         out.append("| class | GT | P | R | AP50 | AP50-95 | TP | FP | FN |")
         out.append("|---|---|---|---|---|---|---|---|---|")
         for c, m in r["per_class"].items():
-            if not m["instances"] and not m["predictions"]:
+            if (not m["instances"] and not m["predictions"]) or m.get("labelled") is False:
                 continue
             out.append(f"| {c} | {m['instances']} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
                        f"{_fmt(m['ap50'])} | {_fmt(m['ap50_95'])} | {m['tp']} | {m['fp']} | {m['fn']} |")

@@ -58,6 +58,8 @@ class EvalSet:
     samples: list[Sample]
     dropped_classes: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    #: model class ids this dataset labels (others are unlabelled here: no precision can be scored)
+    labelled: set[int] | None = None
 
 
 def holdout_of(name: str, fraction: float) -> bool:
@@ -195,7 +197,8 @@ def load_yolo(path: Path, model: str, model_names: list[str], exclude: set[Path]
     note = f"all images under {', '.join(str(d.relative_to(root)) for d in dirs)}"
     if skipped:
         note += f" except the {skipped} this model's recipe trains on"
-    return EvalSet(root.name, "yolo", samples, dropped, note)
+    labelled = {v for v in cmap.values() if v is not None and v >= 0}
+    return EvalSet(root.name, "yolo", samples, dropped, note, labelled)
 
 
 def load_cn_scenes(root: Path) -> EvalSet:
@@ -205,7 +208,7 @@ def load_cn_scenes(root: Path) -> EvalSet:
             box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
             samples.append(Sample(root / row["file"], np.array([box], np.float32), np.zeros(1, np.int64),
                                   ["plate"], [row["plate"]]))
-    return EvalSet(root.name, "ccpd-labels-csv", samples, note="labels.csv, one plate per image")
+    return EvalSet(root.name, "ccpd-labels-csv", samples, note="labels.csv, one plate per image", labelled={0})
 
 
 def _intl_txt_files(root: Path) -> Iterator[Path]:
@@ -236,7 +239,7 @@ def load_intl_scenes(root: Path) -> EvalSet:
     if not samples:
         raise ValueError(f"{root}: no 'file x y w h text' txt files found")
     subsets = sorted({s.image.parent.name for s in samples})
-    return EvalSet(root.name, "openalpr-endtoend-txt", samples, note=f"subsets {subsets}")
+    return EvalSet(root.name, "openalpr-endtoend-txt", samples, note=f"subsets {subsets}", labelled={0})
 
 
 def load_eval_set(path: Path, model: str, model_names: list[str], exclude: Iterable[Path] = ()) -> EvalSet:

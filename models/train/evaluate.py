@@ -182,6 +182,9 @@ def evaluate_detector(name: str, model_path: Path, data: Path, *, conf: float = 
         occ = [i for i, n in det.names.items() if n in ("driver", "passenger")]
         extra["occupant (driver or passenger)"] = (occ, [-1])
     per_class = _per_class(det.names, preds, samples, conf, extra)
+    unlabelled = sorted(n for i, n in det.names.items() if ev.labelled is not None and i not in ev.labelled)
+    for n in unlabelled:  # the set never labels this class: its detections are neither right nor wrong
+        per_class[n].update(precision=None, labelled=False)
     evaluated = {k: v for k, v in per_class.items() if v["instances"] and k in det.names.values()}
 
     def mean(key: str) -> float | None:
@@ -197,6 +200,7 @@ def evaluate_detector(name: str, model_path: Path, data: Path, *, conf: float = 
         "precision": mean("precision"), "recall": mean("recall"),
         "mAP50": mean("ap50"), "mAP50-95": mean("ap50_95"),
         "classes_in_mean": sorted(evaluated),
+        "unlabelled_classes": unlabelled,
         "per_class": per_class,
         "eval_seconds": round(elapsed, 1),
     }
