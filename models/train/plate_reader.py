@@ -159,9 +159,9 @@ class _Pool:
         return len(self.images)
 
 
-def _load_real(root: Path, parts: str) -> _Pool:
+def _load_real(root: Path, parts: str, limit: int | None = None) -> _Pool:
     pool = _Pool(f"{REAL_CROPS}:{parts}")
-    for p, t in REAL_SPLIT.files(root / REAL_CROPS, parts):
+    for p, t in REAL_SPLIT.files(root / REAL_CROPS, parts)[:limit]:
         pool.add(imread(p), t, False, p.name)
     return pool
 
@@ -305,14 +305,17 @@ def _manifest_hash(pools: list[tuple[_Pool, float]], out_dir: Path) -> str:
 
 
 def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | None, synth_n: int,
-          quick: bool = False, synth_dir: Path | None = None, holdout_val: bool = False,
-          threads: int = 1, steps_per_epoch: int | None = None) -> Path:
+          quick: bool = False, synth_dir: Path | list[Path] | None = None, holdout_val: bool = False,
+          threads: int = 1, steps_per_epoch: int | None = None, init: Path | None = None,
+          lr: float = 2e-3) -> Path:
     """Train the CRNN on the trainable 70% of plates-cn-crops + rendered plates; export ONNX.
 
     Checkpoints every epoch to out_dir/last.pt and resumes from it when present (same
     epochs / seed). `quick` is a tiny CI run (a few steps, a few hundred renders) that
     proves the pipeline end to end in well under a minute. `holdout_val` keeps the 10%
-    monitoring part of the real split out of training (development runs).
+    monitoring part of the real split out of training (development runs). `synth_dir`
+    takes one or more pre-rendered folders instead of rendering `synth_n` crops; `init`
+    starts from the weights of an earlier checkpoint / last.pt (fine-tuning, fresh schedule).
     Returns the path of the exported ONNX file (out_dir/plate_reader.onnx).
     """
     import torch
@@ -330,28 +333,45 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     real_root = root / REAL_CROPS
     real_val = _Pool("none")
     if real_root.is_dir():
-        real = _load_real(root, "train" if holdout_val else "trainable")
-        if quick:
-            real.images, real.texts, real.two_row = real.images[:64], real.texts[:64], real.two_row[:64]
-            real.manifest = real.manifest[:64]
+        real = _load_real(root, "train" if holdout_val else "trainable", limit=64 if quick else None)
         pools.append((real, REAL_SHARE))
         if holdout_val:
             real_val = _load_real(root, "val")
         log.info("real crops: %d training (%s)", len(real), real.name)
     else:
         log.warning("%s not found: training on rendered plates only", real_root)
-    synth: _SynthSource | None = None
+    synths: list[_SynthSource] = []
     if synth_n > 0 or synth_dir is not None:
-        folder = synth_dir or _render_synth(out_dir / f"synth_s{seed + 1000}_n{synth_n}", synth_n, seed + 1000)
-        synth = _SynthSource(folder)
-        synth.refresh()
-        pools.append((synth.train, 1.0 - REAL_SHARE if pools else 1.0))
-        log.info("synthetic crops: %d training, %d val (%s)", len(synth.train), len(synth.val), folder)
+        if isinstance(synth_dir, list | tuple):
+            folders = [Path(f) for f in synth_dir]
+        elif synth_dir is not None:
+            folders = [Path(synth_dir)]
+        else:
+            folders = [_render_synth(out_dir / f"synth_s{seed + 1000}_n{synth_n}", synth_n, seed + 1000)]
+        for folder in folders:
+            src = _SynthSource(folder)
+            src.refresh()
+            synths.append(src)
+            pools.append((src.train, 0.0))
+            log.info("synthetic crops: %d training, %d val (%s)", len(src.train), len(src.val), folder)
     if not pools:
         raise ValueError(f"no training data: {real_root} is missing and synth_n is 0")
+    synth = synths[0] if synths else None
+    n_real_pools = len(pools) - len(synths)
+
+    def reweight() -> None:
+        """Real crops get REAL_SHARE; rendered sets split the rest by size (a still-small,
+        growing set is not oversampled: full share only from 8000 crops on)."""
+        total_synth = sum(len(s.train) for s in synths)
+        share = (1.0 - REAL_SHARE) if n_real_pools else 1.0
+        scale = share * (min(1.0, total_synth / 8000) if n_real_pools else 1.0)
+        for k, s in enumerate(synths):
+            pools[n_real_pools + k] = (s.train, scale * len(s.train) / max(total_synth, 1))
+
+    reweight()
     # resume key: what the run was configured with (a growing synthetic set keeps its key)
     real_lines = [line for p, _ in pools if p.name.startswith(REAL_CROPS) for line in p.manifest]
-    run_key = hashlib.sha256("\n".join([*real_lines, str(synth_n), str(synth.folder if synth else ""),
+    run_key = hashlib.sha256("\n".join([*real_lines, str(synth_n), *(str(x.folder) for x in synths),
                                          str(seed)]).encode()).hexdigest()
 
     rng = np.random.default_rng(seed)
@@ -359,9 +379,12 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
 
     # ---- model / optimiser / resume
     model = build_model()
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
+        log.info("initialised from %s", init)
     total = epochs * steps
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(total, 1),
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1),
                                                 pct_start=0.1 if not quick else 0.3)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     start_epoch = 0
@@ -377,8 +400,9 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
             torch.set_rng_state(state["torch_rng"])
             start_epoch = int(state["epoch"]) + 1
             history = list(state.get("history", []))
-            if synth is not None:
-                synth.refresh()
+            for src in synths:
+                src.refresh()
+            reweight()
             log.info("resumed from %s at epoch %d", ckpt, start_epoch)
         else:
             log.warning("ignoring %s: made for another schedule or training set", ckpt)
@@ -386,10 +410,10 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     model.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
-        if synth is not None and epoch > start_epoch:
-            synth.refresh()
-        if synth is not None and len(pools) == 2:  # don't oversample a still-small rendered set
-            pools[1] = (synth.train, (1.0 - REAL_SHARE) * min(1.0, len(synth.train) / 8000))
+        if epoch > start_epoch:
+            for src in synths:
+                src.refresh()
+            reweight()
         losses = []
         for _ in range(steps):
             x, texts = _make_batch(pools, aug, rng, batch)
@@ -410,7 +434,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
         if not quick:
             rec["real_val_exact"] = _accuracy(model, real_val)
             rec["synth_val_exact"] = _accuracy(model, synth.val, 1000) if synth else float("nan")
-            rec["synth_train_n"] = len(synth.train) if synth else 0
+            rec["synth_train_n"] = sum(len(x.train) for x in synths)
         history.append(rec)
         log.info("epoch %d/%d %s", epoch + 1, epochs, json.dumps(rec))
         print(json.dumps(rec), flush=True)
@@ -559,7 +583,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--datasets", type=Path, default=None)
     t.add_argument("--synth-n", type=int, default=30000)
-    t.add_argument("--synth-dir", type=Path, default=None)
+    t.add_argument("--synth-dir", type=Path, action="append", default=None,
+                   help="pre-rendered folder(s) (labels.csv file,plate,kind,split); repeatable")
+    t.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--holdout-val", action="store_true")
     t.add_argument("--quick", action="store_true")
     t.add_argument("--threads", type=int, default=1)
@@ -573,7 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "train":
         p = train(a.out, epochs=a.epochs, seed=a.seed, datasets_root=a.datasets, synth_n=a.synth_n,
                   quick=a.quick, synth_dir=a.synth_dir, holdout_val=a.holdout_val, threads=a.threads,
-                  steps_per_epoch=a.steps_per_epoch)
+                  steps_per_epoch=a.steps_per_epoch, init=a.init, lr=a.lr)
         print(p)
     else:
         print(json.dumps(evaluate(a.onnx, a.data, part=a.part), ensure_ascii=False, indent=1))
