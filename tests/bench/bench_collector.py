@@ -8,12 +8,13 @@ Same payloads (signed events with ~250 kB of JPEG evidence), same publisher, sam
 Rate = messages / (time of last stored/received - time of first publish). The goal is a
 collector rate >= 0.8 x raw. Prints one JSON object (last stdout line).
 
-    python tests/bench/bench_collector.py [--events 300] [--evidence-bytes 250000]
+    python tests/bench/bench_collector.py [--events 300] [--evidence-bytes 250000] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,17 @@ def run_raw(broker: MosquittoBroker, payloads: list[bytes], topic: str) -> dict[
     return {"seconds": round(elapsed, 3), "msgs_per_s": round(len(payloads) / elapsed, 1)}
 
 
+def _end_session(port: int, client_id: str) -> None:
+    """Drop a finished collector's persistent session, or the broker keeps queueing every
+    later run's messages for it (its shared-subscription group stays subscribed)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port, clean_start=True)  # session expiry 0: gone at disconnect
+    c.loop_start()
+    time.sleep(0.2)
+    c.disconnect()
+    c.loop_stop()
+
+
 def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, dev: SampleDevice, db_url: str,
                   count, work: Path, label: str, workers: int | None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     pem = work / "dev.pub"
@@ -135,10 +147,10 @@ def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, de
             pub.c.publish(heartbeat_topic(dev.site_id, dev.device_id), hb, qos=1).wait_for_publish(10)
             time.sleep(0.2)
         t0 = pub.publish_all(topic, payloads)
-        deadline = time.monotonic() + float(os.environ.get("ROADEYE_BENCH_WAIT", "300"))
+        deadline = time.monotonic() + float(os.environ.get("ROADEYE_BENCH_WAIT", "120"))
         while (stored := count("events")) < len(payloads):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {stored}/{len(payloads)} events stored after 300 s; "
+                raise RuntimeError(f"only {stored}/{len(payloads)} events stored in time; "
                                    f"log: {(work / f'collector-{label}.log').read_text()[-3000:]}")
             time.sleep(0.02)
         elapsed = time.time() - t0
@@ -148,6 +160,7 @@ def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, de
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         log.close()
+        _end_session(broker.port, f"bench-{label}")
     return {"seconds": round(elapsed, 3), "events_per_s": round(len(payloads) / elapsed, 1), "dead_letters": dead}
 
 
@@ -156,6 +169,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=300)
     ap.add_argument("--evidence-bytes", type=int, default=250_000)
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best run of each kind counts")
     ap.add_argument("--collector-workers", type=int, default=None,
                     help="validation processes of the collector (default: its own default)")
     args = ap.parse_args()
@@ -171,52 +185,69 @@ def main() -> int:
         "load_avg_1m_before": round(os.getloadavg()[0], 1),
         "goal_ratio": 0.8,
     }
-    with tempfile.TemporaryDirectory(prefix="roadeye-bench-", dir=os.environ.get("ROADEYE_BENCH_TMP")) as tmp:
+    runs: dict[str, list[dict[str, float]]] = {"raw": [], "sqlite": [], "postgresql": []}
+    with tempfile.TemporaryDirectory(prefix="roadeye-bench-", dir=os.environ.get("ROADEYE_BENCH_TMP")) as tmp, \
+            contextlib.ExitStack() as stack:
         work = Path(tmp)
-        with MosquittoBroker(work / "mqtt") as broker:
-            raw = run_raw(broker, payloads, topic)
-            result["raw_mosquitto_qos1"] = raw
-
-            db_path = work / "bench.db"
-
-            def sqlite_count(table: str) -> int:
-                if not db_path.exists():
-                    return 0
-                try:
-                    with sqlite3.connect(db_path, timeout=5) as c:
-                        return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                except sqlite3.OperationalError:
-                    return 0
-
-            s = run_collector(broker, payloads, topic, dev, f"sqlite:///{db_path}", sqlite_count, work, "sqlite",
-                              args.collector_workers)
-            s["ratio_to_raw"] = round(s["events_per_s"] / raw["msgs_per_s"], 3)
-            result["collector_sqlite"] = s
-
-            if not args.skip_postgres:
+        broker = stack.enter_context(MosquittoBroker(work / "mqtt"))
+        pg = None if args.skip_postgres else stack.enter_context(PostgresServer())
+        # Interleaved rounds (raw, SQLite, PostgreSQL, raw, ...): on a shared machine a load
+        # spike then hits one run of each kind, not a whole kind; the best run of each is kept.
+        for r in range(args.repeats):
+            runs["raw"].append(run_raw(broker, payloads, topic))
+            db_path = work / f"bench-{r}.db"
+            runs["sqlite"].append(run_collector(broker, payloads, topic, dev, f"sqlite:///{db_path}",
+                                                _sqlite_counter(db_path), work, f"sqlite-{r}",
+                                                args.collector_workers))
+            if pg is not None:
                 import sqlalchemy as sa
 
-                with PostgresServer() as pg:
-                    url = pg.create_database("bench")
-                    engine = sa.create_engine(url)
-
-                    def pg_count(table: str) -> int:
-                        try:
-                            with engine.connect() as c:
-                                return int(c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
-                        except sa.exc.ProgrammingError:
-                            return 0
-
-                    p = run_collector(broker, payloads, topic, dev, url, pg_count, work, "postgresql",
-                                      args.collector_workers)
-                    engine.dispose()
-                    p["ratio_to_raw"] = round(p["events_per_s"] / raw["msgs_per_s"], 3)
-                    result["collector_postgresql"] = p
-    ratios = [v["ratio_to_raw"] for k, v in result.items() if k.startswith("collector_")]  # type: ignore[index]
+                url = pg.create_database(f"bench_{r}")
+                engine = sa.create_engine(url)
+                runs["postgresql"].append(run_collector(broker, payloads, topic, dev, url, _pg_counter(engine),
+                                                        work, f"postgresql-{r}", args.collector_workers))
+                engine.dispose()
+    best_raw = max(x["msgs_per_s"] for x in runs["raw"])
+    result["raw_mosquitto_qos1"] = {"msgs_per_s": best_raw, "runs": [x["msgs_per_s"] for x in runs["raw"]]}
+    ratios = []
+    for kind in ("sqlite", "postgresql"):
+        if runs[kind]:
+            best = max(x["events_per_s"] for x in runs[kind])
+            ratios.append(round(best / best_raw, 3))
+            result[f"collector_{kind}"] = {
+                "events_per_s": best, "ratio_to_raw": ratios[-1],
+                "runs": [x["events_per_s"] for x in runs[kind]],
+                "dead_letters": sum(int(x["dead_letters"]) for x in runs[kind])}
     result["goal_met"] = all(r >= 0.8 for r in ratios)
     result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
+    result["note"] = ("rates are messages / (last stored or received - first publish); PostgreSQL of "
+                      "tests.services runs with fsync=off, the SQLite and evidence writes are fsync'd")
     print(json.dumps(result))
     return 0
+
+
+def _sqlite_counter(db_path: Path):  # type: ignore[no-untyped-def]
+    def count(table: str) -> int:
+        if not db_path.exists():
+            return 0
+        try:
+            with sqlite3.connect(db_path, timeout=5) as c:
+                return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+    return count
+
+
+def _pg_counter(engine):  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    def count(table: str) -> int:
+        try:
+            with engine.connect() as c:
+                return int(c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+        except sa.exc.ProgrammingError:
+            return 0
+    return count
 
 
 if __name__ == "__main__":
