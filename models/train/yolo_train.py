@@ -149,10 +149,10 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
         if not last.is_file() or not info_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {last}")
         info = json.loads(info_path.read_text())
-        try:
+        if _finished(last):  # ultralytics would start a fresh default run instead of resuming
+            log.warning("%s is a finished run: nothing to resume, exporting it", last)
+        else:
             YOLO(str(last)).train(resume=True)
-        except AssertionError as exc:  # ultralytics: "training to N epochs is finished, nothing to resume"
-            log.warning("nothing to resume (%s); exporting the finished run", exc)
     else:
         if prepared is None:
             raise ValueError("a prepared dataset is needed unless resuming")
@@ -188,6 +188,14 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
                  "train_seconds_this_call": round(time.time() - t0, 1), "checkpoint": ckpt})
     info_path.write_text(json.dumps(info, indent=2))
     return info
+
+
+def _finished(last: Path) -> bool:
+    """ultralytics strips the optimizer and sets epoch -1 when a run completes."""
+    import torch
+
+    ck = torch.load(str(last), map_location="cpu", weights_only=False)
+    return ck.get("optimizer") is None or int(ck.get("epoch", -1)) == -1
 
 
 def _checkpoint_summary(last: Path) -> dict[str, Any]:

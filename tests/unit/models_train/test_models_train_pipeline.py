@@ -75,12 +75,25 @@ def test_quick_training_exports_runtime_loadable_onnx(tmp_path: Path, monkeypatc
     # the training manifest hash is reproducible: same files -> same hash
     info_json = json.loads((out / "train_info.json").read_text())
     assert info_json["data_hash"] == meta["data_hash"]
+    assert info_json["checkpoint"]["epoch"] == 1
+
+    # --resume on a finished run re-exports from its checkpoint with the same data hash
+    onnx_path.unlink()
+    res = runner.invoke(train, ["plates", "--quick", "--resume", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    meta2 = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta2["data_hash"] == meta["data_hash"] and json.loads(meta2["imgsz"]) == [64, 64]
 
 
 def test_train_rejects_bad_data(tmp_path: Path) -> None:
     res = CliRunner().invoke(train, ["plates", "--quick", "--data", str(tmp_path), "--no-real",
                                      "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "data.yaml" in (res.output + str(res.exception))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(train, ["plates", "--resume", "--out", str(tmp_path / "none")])
+    assert res.exit_code != 0 and "no checkpoint" in res.output
 
 
 def test_eval_requires_existing_model(tmp_path: Path) -> None:
