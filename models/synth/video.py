@@ -51,7 +51,7 @@ class Preset:
     focal_scale: float = 1.0
     headway_s: tuple[float, float] = (1.8, 4.5)     # time gap between vehicles entering a lane
     speed_kmh: tuple[float, float] = (35.0, 60.0)
-    crf: int = 30
+    crf: int = 24
     shutter_s: float = 1 / 500
     min_violators: int = 3                            # of each kind, among vehicles in the capture zone
     vehicle_mix: dict[str, float] = field(default_factory=lambda: {
@@ -60,11 +60,11 @@ class Preset:
 
 PRESETS = {
     "day4k": Preset("day_4k", 4096, 2160, "day", "clear"),
-    "night4k": Preset("night_4k", 4096, 2160, "night", "clear", crf=30),
+    "night4k": Preset("night_4k", 4096, 2160, "night", "clear"),
     "dusk4k": Preset("dusk_4k", 4096, 2160, "dusk", "rain"),
     "dense1080": Preset("dense_1080p", 1920, 1080, "day", "overcast", lanes=4, aim_m=24.0, focal_scale=0.8,
-                        headway_s=(0.9, 2.0), speed_kmh=(18.0, 35.0), crf=27, min_violators=3),
-    "rain1080": Preset("rain_1080p", 1920, 1080, "dusk", "rain", lanes=3, crf=27),
+                        headway_s=(0.9, 2.0), speed_kmh=(18.0, 35.0), crf=22, min_violators=3),
+    "rain1080": Preset("rain_1080p", 1920, 1080, "dusk", "rain", lanes=3, crf=22),
 }
 
 # Occupant states for clip vehicles: violations more frequent than on real roads so each
