@@ -153,13 +153,23 @@ def server() -> None:
 @server.command()
 @_storage_options
 @_mqtt_options
-def collect(cfg: ServerConfig, mqtt: MqttSettings, device_keys: tuple[str, ...]) -> None:
+@click.option("--retire", is_flag=True,
+              help="Drain this collector's persistent session (same --client-id), then end it, so the "
+                   "broker stops queueing a share of the stream for it. Use when removing a collector.")
+def collect(cfg: ServerConfig, mqtt: MqttSettings, device_keys: tuple[str, ...], retire: bool) -> None:
     """Run only the MQTT collector."""
     from server.collector import Collector
 
     db, store = _open(cfg)
     _apply_device_keys(db, device_keys)
     col = Collector(db, store, mqtt, cfg.collector)
+    if retire:
+        try:
+            n = col.retire()
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"session {mqtt.resolved_client_id()} drained ({n} messages stored) and ended")
+        return
     _on_signals(col.request_stop)
     click.echo(f"collector: {mqtt.host}:{mqtt.port} group={mqtt.group} client_id={mqtt.resolved_client_id()} "
                f"db={db.engine.url.render_as_string(hide_password=True)} evidence={store.describe()}", err=True)

@@ -83,6 +83,9 @@ class Collector:
         self._stop = threading.Event()
         self.connected = threading.Event()
         self._worker: threading.Thread | None = None
+        self._retiring = False
+        self._last_message = time.monotonic()
+        self._busy = threading.Event()
         self.client = self._make_client()
 
     # -- MQTT ------------------------------------------------------------------------------
@@ -115,8 +118,12 @@ class Collector:
             self._generation += 1
         log.info("connected to %s:%d (session present: %s)", self.mqtt.host, self.mqtt.port,
                  flags.session_present)
-        # Subscribing again on a resumed session is harmless and covers a changed group.
-        client.subscribe(subscriptions(self.mqtt.group))
+        if self._retiring:
+            # take no new share of the stream; what the session already holds still arrives
+            client.unsubscribe([t for t, _ in subscriptions(self.mqtt.group)])
+        else:
+            # Subscribing again on a resumed session is harmless and covers a changed group.
+            client.subscribe(subscriptions(self.mqtt.group))
         self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -128,6 +135,7 @@ class Collector:
             log.warning("disconnected from broker (%s); paho reconnects", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._last_message = time.monotonic()
         m = _Msg(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         pool = self._pool
         if pool is not None:  # validation starts at once, in parallel, while earlier batches commit
@@ -209,10 +217,13 @@ class Collector:
         while not self._stop.is_set():
             batch = self._next_batch()
             if batch:
+                self._busy.set()
                 try:
                     self.process(batch)
                 except Exception:  # never die on one bad batch: it stays unacked
                     log.exception("unexpected error in the collector worker")
+                finally:
+                    self._busy.clear()
 
     # -- lifecycle -------------------------------------------------------------------------
     def _restart_pool(self) -> None:
@@ -238,12 +249,44 @@ class Collector:
         self.client.loop_start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand, then disconnect (the session stays with the broker)."""
+    def retire(self, idle_s: float = 3.0, timeout_s: float = 3600.0) -> int:
+        """Take this collector out of its group for good without losing anything.
+
+        With shared subscriptions the broker keeps queueing a share of the stream for an
+        offline member's persistent session. Retiring resumes the session, unsubscribes (no
+        new share), stores and acknowledges everything the session held, and then ends the
+        session (SessionExpiryInterval 0 at DISCONNECT). Returns the messages drained.
+        """
+        self._retiring = True
+        self.start()
+        if not self.connected.wait(30):
+            self.stop()
+            raise RuntimeError(f"cannot connect to {self.mqtt.host}:{self.mqtt.port} to retire the session")
+        deadline = time.monotonic() + timeout_s
+        self._last_message = time.monotonic()
+        while time.monotonic() < deadline:
+            idle = time.monotonic() - self._last_message >= idle_s
+            if idle and self._queue.empty() and not self._busy.is_set():
+                break
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError("the session did not drain in time; it was kept")
+        self.stop(end_session=True)
+        return int(self.stats["acked"])
+
+    def stop(self, timeout: float = 10.0, end_session: bool = False) -> None:
+        """Finish the batch in hand, then disconnect (the session stays with the broker
+        unless `end_session`)."""
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
-        self.client.disconnect()
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+        else:
+            self.client.disconnect()
         self.client.loop_stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -250,3 +250,42 @@ def test_postgres_outage_nothing_acked_until_it_returns(mosquitto, tmp_path: Pat
         pub.close()
         assert count(db, EventRow) == 11 and count(db, DeadLetter) == 0
         db.dispose()
+
+
+def test_two_collectors_split_the_stream_and_one_retires(db: Database, store: LocalEvidenceStore, mosquitto,  # type: ignore[no-untyped-def]
+                                                         ingestor, device: SampleDevice) -> None:
+    """Shared subscription: two collectors split the events. One goes away (its persistent
+    session keeps receiving a share); `retire` drains that share and ends the session, after
+    which the remaining collector gets everything. Nothing is lost or stored twice."""
+    def make(cid: str) -> Collector:
+        c = Collector(db, store, MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=cid),
+                      CollectorSettings())
+        c.ingestor.keys.ttl_s = 0.0
+        return c
+
+    a, b = make("col-a").start(), make("col-b").start()
+    assert a.connected.wait(10) and b.connected.wait(10)
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    subscribed(db, pub, device)
+    topic = event_topic(device.site_id, device.camera_id)
+    msgs = [make_message(device, seed=i)[0] for i in range(40)]
+    for m in msgs[:10]:
+        pub.publish(topic, m.to_bytes())
+    wait_until(lambda: count(db, EventRow) == 10, 20, "first 10")
+    assert a.stats["stored"] > 0 and b.stats["stored"] > 0  # the group split the load
+    a.stop()  # gone, but its session stays subscribed in the group
+    for m in msgs[10:30]:
+        pub.publish(topic, m.to_bytes())
+    wait_until(lambda: b.stats["stored"] + a.stats["stored"] >= 10 + 5, 20, "b's share")
+    time.sleep(1.0)
+    held = 30 - count(db, EventRow)
+    assert held > 0, "the offline member got no share: the scenario did not happen"
+    drained = make("col-a").retire(idle_s=1.5, timeout_s=60)
+    assert drained >= held
+    assert count(db, EventRow) == 30
+    for m in msgs[30:]:
+        pub.publish(topic, m.to_bytes())
+    wait_until(lambda: count(db, EventRow) == 40, 20, "all 40 via the remaining collector")
+    b.stop()
+    pub.close()
+    assert count(db, DeadLetter) == 0
