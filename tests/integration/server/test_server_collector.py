@@ -252,6 +252,7 @@ def test_postgres_outage_nothing_acked_until_it_returns(mosquitto, tmp_path: Pat
         db.dispose()
 
 
+@pytest.mark.slow
 def test_two_collectors_split_the_stream_and_one_retires(db: Database, store: LocalEvidenceStore, mosquitto,  # type: ignore[no-untyped-def]
                                                          ingestor, device: SampleDevice) -> None:
     """Shared subscription: two collectors split the events. One goes away (its persistent
