@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
+from edge.event import describe_validation_error
 from server.config import MqttSettings, ServerConfig, WebSettings
 
 log = logging.getLogger("server")
@@ -55,8 +57,11 @@ def _mqtt_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 workers: int | None, cfg: ServerConfig, **kw: Any) -> Any:
         n = min(4, os.cpu_count() or 1) if workers is None else workers
         cfg = cfg.model_copy(update={"collector": cfg.collector.model_copy(update={"workers": n})})
-        m = MqttSettings(host=mqtt_host, port=mqtt_port, username=mqtt_username, password=mqtt_password,
-                         tls_ca=mqtt_tls_ca, group=group, client_id=client_id)
+        try:
+            m = MqttSettings(host=mqtt_host, port=mqtt_port, username=mqtt_username, password=mqtt_password,
+                             tls_ca=mqtt_tls_ca, group=group, client_id=client_id)
+        except ValidationError as exc:
+            raise click.UsageError(f"bad MQTT option: {describe_validation_error(exc)}") from exc
         return f(*args, mqtt=m, cfg=cfg, **kw)
 
     return wrapper
@@ -74,8 +79,11 @@ def _web_options(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, http_host: str, http_port: int, second_stage_review: bool, cookie_secure: bool,
                 **kw: Any) -> Any:
-        w = WebSettings(host=http_host, port=http_port, second_stage_review=second_stage_review,
-                        cookie_secure=cookie_secure)
+        try:
+            w = WebSettings(host=http_host, port=http_port, second_stage_review=second_stage_review,
+                            cookie_secure=cookie_secure)
+        except ValidationError as exc:
+            raise click.UsageError(f"bad HTTP option: {describe_validation_error(exc)}") from exc
         return f(*args, web=w, **kw)
 
     return wrapper

@@ -96,6 +96,10 @@ def test_run_options_are_validated(datadir: Path) -> None:
     assert code == 2 and "DEVICE_ID=PEM_PATH" in out
     code, out = run("web", "--data-dir", str(datadir), "--admin", "nopassword")
     assert code == 2 and "USER:PASSWORD" in out
+    code, out = run("collect", "--data-dir", str(datadir), "--group", "a/b")
+    assert code == 2 and "bad MQTT option: group" in out
+    code, out = run("web", "--data-dir", str(datadir), "--http-port", "70000")
+    assert code == 2 and "bad HTTP option: port" in out
 
 
 @pytest.fixture
