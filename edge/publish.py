@@ -150,8 +150,10 @@ class MqttPublisher:
         self._settle(seq, int(getattr(reason_code, "value", 0)))
 
     def _settle(self, seq: int, code: int) -> None:
-        if code >= 0x80:
-            # the broker refused it (e.g. quota, not authorised): keep it, retry later, in order
+        if code >= 0x80 or code == 0x10:
+            # the broker refused it (e.g. quota, not authorised), or accepted it with "no matching
+            # subscribers" (0x10: e.g. mosquitto 2.0 does not restore the collectors' shared
+            # subscriptions after a restart until they re-subscribe) and dropped it: keep, retry later
             self.failures += 1
             log.error("broker rejected outbox row %d with reason code 0x%02x; will retry", seq, code)
             self.outbox.mark_attempt(seq)
