@@ -129,3 +129,90 @@ def test_noisy_detections_still_meet_targets(gt_path: Path) -> None:
     assert s.duplicates == 0, report
     assert s.precision >= 0.95, report
     assert s.recall >= 0.9, report
+
+
+MODELS_DIR = REPO / "models"
+
+
+class RealCropsCascade(OracleCascade):
+    """Ground-truth vehicles, windshields and plate boxes; the REAL occupants model and plate
+    reader on the real full-resolution crops. Isolates occupants + rules and reader + voting
+    from the vehicle and plate detectors."""
+
+    def __init__(self, gt: dict[str, Any]) -> None:
+        super().__init__(gt)
+        from edge.cascade import Cascade
+        from edge.detectors.plate_reader import OnnxPlateReader
+        from edge.detectors.yolo import OnnxYoloDetector
+
+        self.occ = OnnxYoloDetector(MODELS_DIR / "occupants.onnx", conf=0.25)
+        self.reader = OnnxPlateReader(MODELS_DIR / "plate_reader.onnx")
+        self.helper = Cascade.__new__(Cascade)
+        self.helper._onames = {n: i for i, n in self.occ.names.items()}
+        self.helper.driver_side = "right"
+
+    def run(self, frames: list[Frame]) -> list[FrameResult]:
+        from edge.cascade import _clip_box, expand
+
+        out = []
+        for res in super().run(frames):
+            img = res.frame.image
+            assert img is not None
+            h, w = img.shape[:2]
+            vs = list(res.vehicles)
+            jobs, crops = [], []
+            for i, v in enumerate(vs):
+                if v.windshield_box is not None:
+                    c = _clip_box(expand(v.windshield_box, 0.08), w, h)
+                    if c[2] - c[0] > 8 and c[3] - c[1] > 8:
+                        jobs.append((i, c))
+                        crops.append(img[c[1]:c[3], c[0]:c[2]])
+            occs: dict[int, Any] = {}
+            for (i, c), d in zip(jobs, self.occ.detect_batch(crops) if crops else [], strict=True):
+                occs[i] = self.helper.assign_occupants(d.offset(c[0], c[1]), vs[i].windshield_box)  # type: ignore[arg-type]
+            pj, pc = [], []
+            for i, v in enumerate(vs):
+                if v.plate is not None:
+                    c = _clip_box(expand(v.plate.box, 0.06, 0.12), w, h)
+                    if c[2] - c[0] > 4 and c[3] - c[1] > 4:
+                        pj.append(i)
+                        pc.append(img[c[1]:c[3], c[0]:c[2]])
+            reads = dict(zip(pj, self.reader.read_batch(pc), strict=True)) if pc else {}
+            new = []
+            for i, v in enumerate(vs):
+                plate = v.plate
+                if i in reads and plate is not None:
+                    r = reads[i]
+                    plate = PlateObs(plate.box, plate.confidence, r.text or None, tuple(r.char_confidences),
+                                     r.confidence)
+                new.append(VehicleResult(v.box, v.confidence, v.cls, v.windshield_box, plate,
+                                         occs.get(i) if v.occupants is not None else None))
+            out.append(FrameResult(res.frame, new))
+        return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GTS, reason="no <clip>.groundtruth.json in sample_videos/ yet")
+@pytest.mark.skipif(not (MODELS_DIR / "occupants.onnx").is_file() or not (MODELS_DIR / "plate_reader.onnx").is_file(),
+                    reason="models/occupants.onnx or models/plate_reader.onnx not committed yet")
+@pytest.mark.parametrize("gt_path", GTS, ids=[p.name.split(".")[0] for p in GTS])
+def test_real_occupants_and_reader_on_true_vehicles(gt_path: Path) -> None:
+    """Decodes the clip; writes tests/artifacts/edge/<clip>.stages.json."""
+    from edge.sources import ReplaySource
+
+    gt = json.loads(gt_path.read_text())
+    cal = load_camera(gt_path.with_name(gt_path.name.replace(".groundtruth.json", ".camera.yaml")))
+    out: list[EventMessage] = []
+    cams = {cal.camera_id: CameraState(cal, config_hash(cal), new_tracker(ANALYSIS_FPS))}
+    p = Pipeline(RealCropsCascade(gt), cams, DeviceIdentity("oracle", "oracle"),  # type: ignore[arg-type]
+                 [ModelRef(name="oracle", version="1", sha256="0" * 64)], out.append, event_id_seed="oracle")
+    video = gt_path.with_name(gt_path.name.replace(".groundtruth.json", ".mp4"))
+    for f in ReplaySource(cal.camera_id, video, ANALYSIS_FPS):
+        p.process([f])
+    p.flush()
+    s = score(gt, [m.event for m in out], analysis_fps=ANALYSIS_FPS, zones=cal.zones)
+    art = REPO / "tests" / "artifacts" / "edge"
+    art.mkdir(parents=True, exist_ok=True)
+    (art / f"{video.stem}.stages.json").write_text(json.dumps(s.to_dict(), indent=1, ensure_ascii=False))
+    assert s.duplicates == 0
+    assert s.precision >= 0.95, s.to_dict()
