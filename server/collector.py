@@ -7,11 +7,11 @@ Design points:
 - paho's manual acknowledgement: a PUBACK goes out only after `Ingestor.commit` returned,
   i.e. after the evidence files were fsync'd and the database transaction committed. A
   crash before that makes the broker redeliver, and `event_id` idempotency absorbs it;
-- validation (JSON, schema, base64, SHA-256, Ed25519: ~10 ms of CPU per 250 kB event) runs
-  in a pool of `workers` processes as soon as a message arrives, so it uses every core and
-  overlaps with storage; a committer thread then group-commits up to `batch_max` messages
-  in arrival order (evidence fsync'd concurrently, one database transaction per batch),
-  which is what keeps ingest near the broker's raw rate;
+- validation (JSON, schema, base64, SHA-256, Ed25519: ~5 ms of CPU per 250 kB event) and
+  the durable evidence write run in a pool of `workers` processes as soon as a message
+  arrives, so they use every core and overlap with the database; a committer thread then
+  group-commits up to `batch_max` rows in arrival order (one transaction per batch) and
+  acknowledges them; the evidence is always durable before its row is committed;
 - acknowledgements carry the connection generation: a message id from a previous
   connection is never acknowledged on a new one (the broker redelivers those itself);
 - storage errors (database down) -> no ack, retry the same batch with backoff.
@@ -232,12 +232,17 @@ class Collector:
             old.shutdown(wait=False, cancel_futures=True)
         self._start_pool()
 
+    def _store_spec(self) -> str | None:
+        reopen = getattr(self.ingestor.store, "reopen_spec", None)
+        return reopen() if callable(reopen) else None
+
     def _start_pool(self) -> None:
         if self.workers > 0:
             # spawn, not fork: paho and SQLAlchemy threads must not be duplicated mid-flight
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
-                initargs=(self.db.url, self.settings.max_message_bytes, self.ingestor.keys.ttl_s, os.getpid()))
+                initargs=(self.db.url, self.settings.max_message_bytes, self.ingestor.keys.ttl_s, os.getpid(),
+                          self._store_spec()))
 
     def start(self) -> Collector:
         self._stop.clear()

@@ -149,6 +149,10 @@ class LocalEvidenceStore:
     def describe(self) -> str:
         return f"file://{self.root.resolve()}"
 
+    def reopen_spec(self) -> str | None:
+        """What `open_store` needs to open this store in another process."""
+        return str(self.root.resolve())
+
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -188,6 +192,7 @@ class S3EvidenceStore:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self._reopenable = client is None and not client_kwargs
         self.client = client or boto3.client("s3", **client_kwargs)
 
     def key_for(self, sha256: str) -> str:
@@ -250,6 +255,9 @@ class S3EvidenceStore:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def reopen_spec(self) -> str | None:
+        return f"s3://{self.bucket}/{self.prefix}" if self._reopenable else None
 
 
 def open_store(spec: str) -> EvidenceStore:

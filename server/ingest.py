@@ -78,6 +78,7 @@ class Prepared:
     event: ViolationEvent | None = None
     blobs: dict[str, bytes] = field(default_factory=dict)
     body: str | None = None  # canonical signed event JSON, computed where the CPU work runs
+    evidence_stored: bool = False  # a validation worker already wrote the evidence durably
     heartbeat: Heartbeat | None = None
     status: str | None = None
     site_id: str | None = None
@@ -222,7 +223,7 @@ class Ingestor:
         """
         items: list[tuple[str, bytes, str]] = []
         for p in batch:
-            if p.kind == "event" and p.event is not None:
+            if p.kind == "event" and p.event is not None and not p.evidence_stored:
                 types = {e.sha256: e.content_type for e in p.event.evidence}
                 items += [(sha, data, types[sha]) for sha, data in p.blobs.items()]
         if items:
@@ -426,11 +427,17 @@ def _utc(t: datetime) -> datetime:
 _WORKER: Ingestor | None = None
 
 
-def worker_init(db_url: str, max_bytes: int, key_ttl_s: float, parent: int | None = None) -> None:
-    """Process-pool initializer: a validating Ingestor with its own database connection."""
+def worker_init(db_url: str, max_bytes: int, key_ttl_s: float, parent: int | None = None,
+                store_spec: str | None = None) -> None:
+    """Process-pool initializer: a validating Ingestor with its own database connection and,
+    when the store can be reopened here, its own evidence store (evidence is then written by
+    the worker, in parallel, and never shipped back to the collector process)."""
     global _WORKER
     logging.basicConfig(level=logging.WARNING)
-    _WORKER = Ingestor(Database(db_url, migrate=False), None, max_bytes, key_ttl_s)
+    from server.evidence_store import open_store
+
+    store = open_store(store_spec) if store_spec else None
+    _WORKER = Ingestor(Database(db_url, migrate=False), store, max_bytes, key_ttl_s)
     parent = parent or os.getppid()
 
     def watch_parent() -> None:
@@ -447,4 +454,8 @@ def worker_prepare(topic: str, payload: bytes) -> Prepared:
     assert _WORKER is not None, "worker_init did not run"
     p = _WORKER.prepare(topic, payload)
     p.payload = b""
+    if p.kind == "event" and p.event is not None and _WORKER.store is not None:
+        types = {e.sha256: e.content_type for e in p.event.evidence}
+        _WORKER.store.put_many([(sha, data, types[sha]) for sha, data in p.blobs.items()])
+        p.blobs, p.evidence_stored = {}, True  # durable before the row is committed: order kept
     return p
