@@ -181,3 +181,23 @@ def test_web_command_serves(tmp_path: Path) -> None:
         proc.wait(20)
     assert (tmp_path / "w" / "roadeye.db").exists()
     assert oct((tmp_path / "w" / "session.key").stat().st_mode)[-3:] == "600"
+
+
+def test_s3_store_from_url_and_environment(s3: S3EvidenceStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--evidence-dir s3://bucket/prefix` with the endpoint and keys from AWS_* variables
+    (how MinIO/Ceph deployments configure it); also reopenable in validation workers."""
+    from server.evidence_store import open_store
+
+    endpoint = s3.client.meta.endpoint_url
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    store = open_store("s3://evidence/from-env")
+    assert isinstance(store, S3EvidenceStore) and store.reopen_spec() == "s3://evidence/from-env"
+    data = b"evidence via env config"
+    sha = hashlib.sha256(data).hexdigest()
+    assert store.put_many([(sha, data, "image/jpeg")]) == 1
+    assert s3.client.get_object(Bucket="evidence", Key=f"from-env/{sha[:2]}/{sha[2:4]}/{sha}")["Body"].read() == data
+    assert s3.reopen_spec() is None  # a hand-made client cannot be rebuilt in another process
+    with pytest.raises(ValueError, match="needs a bucket"):
+        open_store("s3://")
