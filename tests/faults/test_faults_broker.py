@@ -73,8 +73,8 @@ def test_broker_restart_under_load(mosquitto, device: DeviceKeys, tmp_path: Path
 @pytest.mark.timeout(150)
 def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, device: DeviceKeys,  # type: ignore[no-untyped-def]
                                                                    tmp_path: Path) -> None:
-    """Scaled down to 15 s for `make test`; the soak (--broker-outage-s) does minutes."""
-    down_s = 15.0
+    """Scaled down to 10 s for `make test`; the soak (--broker-outage-s) does minutes."""
+    down_s = 10.0
     db_url = f"sqlite:///{tmp_path / 'server.db'}"
     store = Store(db_url)
     col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
