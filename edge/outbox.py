@@ -63,10 +63,15 @@ class Outbox:
     def put(self, event_id: str, topic: str, payload: bytes) -> bool:
         """Commit one message durably. Returns False when that event_id is already queued."""
         with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO outbox(event_id, topic, payload, size, created_at) VALUES (?,?,?,?,?)",
-                (event_id, topic, payload, len(payload), time.time()),
-            )
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox(event_id, topic, payload, size, created_at) VALUES (?,?,?,?,?)",
+                    (event_id, topic, payload, len(payload), time.time()),
+                )
+            except sqlite3.Error as exc:  # disk full / read-only: raise the alarm (metric, heartbeat)
+                self._alarm = True
+                log.error("outbox cannot store event %s: %s; the alarm is raised", event_id, exc)
+                raise
             added = cur.rowcount == 1
             if added:
                 self._n += 1
