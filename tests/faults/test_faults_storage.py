@@ -168,15 +168,17 @@ def test_outbox_disk_full_keeps_what_it_has_and_recovers(disk_full_run: dict[str
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="disk full is not an outbox alarm: Outbox.put "
-                   "(edge/outbox.py put) raises "
-                   "sqlite3.OperationalError without setting `alarm`, so roadeye_outbox_alarm and the heartbeat's "
-                   "outbox_alarm stay 0, and the event being written is dropped (edge/runner.py LiveRunner.run logs "
-                   "the failing tick and moves on; nothing keeps it for a retry)")
-def test_outbox_disk_full_alarms_and_loses_nothing(disk_full_run: dict[str, Any]) -> None:
-    o = disk_full_run
-    assert 1.0 in o["alarm_metric"], o["alarm_metric"]
-    assert_exactly_once(o["tally_all"])
+def test_outbox_disk_full_raises_the_alarm(disk_full_run: dict[str, Any]) -> None:
+    """Fixed in edge/outbox.py put: a failing write sets the outbox alarm (metric + heartbeat)."""
+    assert 1.0 in disk_full_run["alarm_metric"], disk_full_run["alarm_metric"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the event being written while the disk is full is "
+                   "dropped: Outbox.put (edge/outbox.py put) raises, edge/runner.py OutboxSink passes the error up "
+                   "and LiveRunner.run logs the failing tick and moves on; nothing keeps the event for a retry")
+def test_outbox_disk_full_loses_nothing(disk_full_run: dict[str, Any]) -> None:
+    assert_exactly_once(disk_full_run["tally_all"])
 
 
 # -- collector database down ---------------------------------------------------------------------
