@@ -77,6 +77,13 @@ def _metrics_table(evals: list[tuple[str, dict[str, Any]]]) -> str:
                 continue
             out.append(f"| {c} | {m['instances']} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
                        f"{_fmt(m['ap50'])} | {_fmt(m['ap50_95'])} | {m['tp']} | {m['fp']} | {m['fn']} |")
+        if r.get("end_to_end"):
+            e = r["end_to_end"]
+            out.append("")
+            out.append(f"End to end (find + read with `{Path(e['reader']).name}`): {e['found_and_read_exactly']} of "
+                       f"{e['plates']} plates found (IoU >= 0.5) and read exactly = "
+                       f"**{_fmt(e['end_to_end_exact_match'])}**; reads exact given found "
+                       f"{_fmt(e['read_exact_given_found'])}.")
         if r.get("seatbelt_per_person"):
             s = r["seatbelt_per_person"]
             out.append("")

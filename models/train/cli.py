@@ -199,7 +199,8 @@ def evaluate(name: str, data: Path, model_path: Path | None, conf: float, plates
         try:
             result = evaluate_detector(name, model_path, data, conf=conf, plates_mode=plates_mode,
                                        vehicles_model=vehicles_model or MODELS_DIR / "vehicles.onnx",
-                                       latency=latency, limit=limit)
+                                       latency=latency, limit=limit,
+                                       plate_reader=MODELS_DIR / "plate_reader.onnx")
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
     json.dump(result, sys.stdout, indent=2, ensure_ascii=False)

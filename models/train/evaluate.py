@@ -140,9 +140,48 @@ def _belt_classification(names: dict[int, str], preds: list[Detections], samples
             "accuracy": round((cm["with_found"] + cm["without_clear"]) / (n_with + n_without), 4)}
 
 
+def _end_to_end_reads(preds: list[Detections], samples: list[Sample], images: list[Path], conf: float,
+                      reader_path: Path) -> dict[str, Any]:
+    """Find + read: a plate counts when a detection (score >= conf, IoU >= 0.5 with the GT box)
+    is read exactly as the GT text by the plate reader on the crop (box + 5% margin)."""
+    from edge.detectors.plate_reader import OnnxPlateReader
+    from edge.types import box_iou
+
+    reader = OnnxPlateReader(reader_path)
+    found = read_ok = 0
+    total = 0
+    errors: list[dict[str, str]] = []
+    for d, s, path in zip(preds, samples, images, strict=True):
+        if not s.texts:
+            continue
+        img = _read(path)
+        h, w = img.shape[:2]
+        d = d[d.confidence >= conf]
+        for gt, text in zip(s.boxes, s.texts, strict=True):
+            total += 1
+            if not len(d):
+                continue
+            iou = box_iou(gt[None], d.xyxy)[0]
+            j = int(iou.argmax())
+            if iou[j] < 0.5:
+                continue
+            found += 1
+            x1, y1, x2, y2 = d.xyxy[j]
+            mx, my = (x2 - x1) * 0.05, (y2 - y1) * 0.05
+            crop = img[int(max(0, y1 - my)):int(min(h, y2 + my)), int(max(0, x1 - mx)):int(min(w, x2 + mx))]
+            got = reader.read(crop).text
+            if got == text:
+                read_ok += 1
+            elif len(errors) < 10:
+                errors.append({"file": path.name[:40], "truth": text, "read": got})
+    return {"reader": str(reader_path), "plates": total, "found": found, "found_and_read_exactly": read_ok,
+            "end_to_end_exact_match": round(read_ok / total, 4) if total else None,
+            "read_exact_given_found": round(read_ok / found, 4) if found else None, "errors": errors}
+
+
 def evaluate_detector(name: str, model_path: Path, data: Path, *, conf: float = 0.25, plates_mode: str = "whole",
                       vehicles_model: Path | None = None, latency: bool = False, limit: int | None = None,
-                      batch: int = 8) -> dict[str, Any]:
+                      batch: int = 8, plate_reader: Path | None = None) -> dict[str, Any]:
     """Metrics of one exported detector on `data` (any supported label format) as a JSON-able dict."""
     det = OnnxYoloDetector(model_path, conf=AP_CONF, batch=batch)
     model_names = [det.names[i] for i in sorted(det.names)]
@@ -208,6 +247,10 @@ def evaluate_detector(name: str, model_path: Path, data: Path, *, conf: float = 
         belt = _belt_classification(det.names, preds, samples, conf)
         if belt:
             result["seatbelt_per_person"] = belt
+    if (name == "plates" and plate_reader is not None and Path(plate_reader).is_file()
+            and ev.format == "ccpd-labels-csv"):
+        result["end_to_end"] = _end_to_end_reads(preds, samples, [s.image for s in samples], conf,
+                                                 Path(plate_reader))
     if latency:
         result["latency"] = _latency(OnnxYoloDetector(model_path, batch=batch), first_images, batch)
     return result
