@@ -307,7 +307,7 @@ def _manifest_hash(pools: list[tuple[_Pool, float]], out_dir: Path) -> str:
 def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | None, synth_n: int,
           quick: bool = False, synth_dir: Path | list[Path] | None = None, holdout_val: bool = False,
           threads: int = 1, steps_per_epoch: int | None = None, init: Path | None = None,
-          lr: float = 2e-3) -> Path:
+          lr: float = 2e-3, real_share: float = REAL_SHARE, stop_after: int | None = None) -> Path:
     """Train the CRNN on the trainable 70% of plates-cn-crops + rendered plates; export ONNX.
 
     Checkpoints every epoch to out_dir/last.pt and resumes from it when present (same
@@ -315,7 +315,8 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     proves the pipeline end to end in well under a minute. `holdout_val` keeps the 10%
     monitoring part of the real split out of training (development runs). `synth_dir`
     takes one or more pre-rendered folders instead of rendering `synth_n` crops; `init`
-    starts from the weights of an earlier checkpoint / last.pt (fine-tuning, fresh schedule).
+    starts from the weights of an earlier checkpoint / last.pt (fine-tuning, fresh schedule);
+    `stop_after` ends the run after that many epochs of the `epochs`-long schedule.
     Returns the path of the exported ONNX file (out_dir/plate_reader.onnx).
     """
     import torch
@@ -334,7 +335,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     real_val = _Pool("none")
     if real_root.is_dir():
         real = _load_real(root, "train" if holdout_val else "trainable", limit=64 if quick else None)
-        pools.append((real, REAL_SHARE))
+        pools.append((real, real_share))
         if holdout_val:
             real_val = _load_real(root, "val")
         log.info("real crops: %d training (%s)", len(real), real.name)
@@ -360,10 +361,10 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     n_real_pools = len(pools) - len(synths)
 
     def reweight() -> None:
-        """Real crops get REAL_SHARE; rendered sets split the rest by size (a still-small,
+        """Real crops get `real_share`; rendered sets split the rest by size (a still-small,
         growing set is not oversampled: full share only from 8000 crops on)."""
         total_synth = sum(len(s.train) for s in synths)
-        share = (1.0 - REAL_SHARE) if n_real_pools else 1.0
+        share = (1.0 - real_share) if n_real_pools else 1.0
         scale = share * (min(1.0, total_synth / 8000) if n_real_pools else 1.0)
         for k, s in enumerate(synths):
             pools[n_real_pools + k] = (s.train, scale * len(s.train) / max(total_synth, 1))
@@ -408,7 +409,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
             log.warning("ignoring %s: made for another schedule or training set", ckpt)
 
     model.train()
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, min(epochs, stop_after or epochs)):
         t0 = time.time()
         if epoch > start_epoch:
             for src in synths:
@@ -441,7 +442,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
                     "epochs": epochs, "run_key": run_key, "history": history}, ckpt)
-        if not quick and (epoch % 5 == 4 or epoch == epochs - 1):
+        if not quick and (epoch % 5 == 4 or epoch == epochs - 1 or epoch + 1 == stop_after):
             export_onnx(model, out_dir / f"plate_reader_e{epoch + 1:03d}.onnx",
                         data_hash=_manifest_hash(pools, out_dir), extra={"epochs": str(epoch + 1), "seed": str(seed)})
     (out_dir / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
@@ -587,6 +588,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="pre-rendered folder(s) (labels.csv file,plate,kind,split); repeatable")
     t.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
     t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--stop-after", type=int, default=None, help="stop after N epochs of the schedule")
+    t.add_argument("--real-share", type=float, default=REAL_SHARE, help="share of real crops per batch")
     t.add_argument("--holdout-val", action="store_true")
     t.add_argument("--quick", action="store_true")
     t.add_argument("--threads", type=int, default=1)
@@ -600,7 +603,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "train":
         p = train(a.out, epochs=a.epochs, seed=a.seed, datasets_root=a.datasets, synth_n=a.synth_n,
                   quick=a.quick, synth_dir=a.synth_dir, holdout_val=a.holdout_val, threads=a.threads,
-                  steps_per_epoch=a.steps_per_epoch, init=a.init, lr=a.lr)
+                  steps_per_epoch=a.steps_per_epoch, init=a.init, lr=a.lr, real_share=a.real_share,
+                  stop_after=a.stop_after)
         print(p)
     else:
         print(json.dumps(evaluate(a.onnx, a.data, part=a.part), ensure_ascii=False, indent=1))
