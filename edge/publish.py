@@ -220,7 +220,8 @@ class MqttPublisher:
                 log.warning("publish of row %d failed (rc=%s); will retry", item.seq, info.rc)
                 return
             with self._lock:
-                self._last_sent = max(self._last_sent, item.seq)
+                if self._retry_at is None:  # a refusal meanwhile rewound the window: do not skip past it
+                    self._last_sent = max(self._last_sent, item.seq)
                 early = self._early_acks.pop(info.mid, None)
                 if early is None:
                     self._inflight[info.mid] = item.seq
