@@ -250,7 +250,8 @@ def orchestrate(a: argparse.Namespace) -> int:
             "events": {"produced": len(produced_ids), "stored": len(got & exp), "lost": len(exp - got),
                        "duplicates_produced": len(produced_ids) - len(exp),
                        "duplicates_stored": len(stored_ids) - len(got), "unexpected": len(got - exp),
-                       "dead_letters": store.count_dead()},
+                       "dead_letters": store.count_dead(),
+                       "left_in_edge_outbox_at_exit": edge_stats.get("outbox_left")},
             "throughput": {"events_per_s": round(len(got & exp) / run_s, 3) if run_s else None,
                            "frames_analysed_per_s": round(edge_stats.get("frames_analysed", 0) / run_s, 2)
                            if run_s else None},
