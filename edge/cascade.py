@@ -124,6 +124,7 @@ class Cascade:
     track_low_conf: float = 0.1
     plate_conf: float = 0.35
     occupant_conf: float = 0.25
+    evidence_conf: float = 0.1
     driver_side: str = "right"
     min_vehicle_px: int = 64  # smaller vehicles are tracked but not cropped
     windshield_margin: float = 0.08  # occupants were trained on windshield crops with 2-15 % margin
@@ -278,7 +279,11 @@ class Cascade:
         if occ_imgs and self.occupants is not None:
             for (fi, vi, c), d in zip(occ_jobs, self.occupants.detect_batch(occ_imgs), strict=True):
                 ws_full = per_frame[fi][vi]["ws"]
-                d = d[d.confidence >= self.occupant_conf].offset(c[0], c[1])
+                # people at occupant_conf; straps and phones down to evidence_conf, so a half-seen
+                # strap can keep the rules from calling "no belt"
+                small = np.isin(d.class_id, [self._onames["seatbelt"], self._onames["phone"]])
+                keep = np.where(small, d.confidence >= self.evidence_conf, d.confidence >= self.occupant_conf)
+                d = d[keep].offset(c[0], c[1])
                 per_frame[fi][vi]["occ"] = self.assign_occupants(d, ws_full)
             t0 = self._time("occupants", t0)
 

@@ -19,6 +19,9 @@ from edge.camera import ViolationThreshold, Zones
 from edge.event import ViolationType
 from edge.observations import Observation
 
+#: a strap seen below min_confidence * ABSENT_FRACTION counts as absent (0.1 at the default 0.5)
+ABSENT_FRACTION = 0.2
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -70,7 +73,9 @@ def frame_verdict(obs: Observation, violation: ViolationType, thr: ViolationThre
     if violation == ViolationType.NO_SEATBELT:
         if o.seatbelt_conf >= thr.min_confidence:
             return -1, 0.0
-        if o.seatbelt_conf < thr.min_confidence * 0.5:
+        # "no strap" needs the detector to see nothing even at a low threshold: a strap it
+        # half-sees (dark cabin, glare) leaves the frame undecided rather than a violation
+        if o.seatbelt_conf < thr.min_confidence * ABSENT_FRACTION:
             return 1, o.driver_conf * (1.0 - o.seatbelt_conf)
         return 0, 0.0
     if violation == ViolationType.PHONE_USE:

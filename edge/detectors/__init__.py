@@ -78,7 +78,9 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
     if not Path(vehicles).is_file():
         raise FileNotFoundError(f"vehicles model not found: {vehicles}")
     v = yolo(vehicles, min(vehicle_conf, 0.1))  # low boxes feed ByteTrack's second stage
-    o = yolo(occupants, occupant_conf) if occupants is not None and Path(occupants).is_file() else None
+    # low-confidence straps and phones are kept (as "undecided" evidence for the rules);
+    # people are filtered at occupant_conf in the cascade
+    o = yolo(occupants, min(occupant_conf, 0.1)) if occupants is not None and Path(occupants).is_file() else None
     if occupants is not None and o is None:
         log.warning("occupants model %s not found: no seat-belt / phone decisions will be made", occupants)
     p = yolo(plates, plate_conf) if plates is not None and Path(plates).is_file() else None

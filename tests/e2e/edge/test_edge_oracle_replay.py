@@ -145,7 +145,7 @@ class RealCropsCascade(OracleCascade):
         from edge.detectors.plate_reader import OnnxPlateReader
         from edge.detectors.yolo import OnnxYoloDetector
 
-        self.occ = OnnxYoloDetector(MODELS_DIR / "occupants.onnx", conf=0.25)
+        self.occ = OnnxYoloDetector(MODELS_DIR / "occupants.onnx", conf=0.1)
         self.reader = OnnxPlateReader(MODELS_DIR / "plate_reader.onnx")
         self.helper = Cascade.__new__(Cascade)
         self.helper._onames = {n: i for i, n in self.occ.names.items()}
@@ -168,7 +168,9 @@ class RealCropsCascade(OracleCascade):
                         jobs.append((i, c))
                         crops.append(img[c[1]:c[3], c[0]:c[2]])
             occs: dict[int, Any] = {}
+            small = [self.helper._onames["seatbelt"], self.helper._onames["phone"]]
             for (i, c), d in zip(jobs, self.occ.detect_batch(crops) if crops else [], strict=True):
+                d = d[np.where(np.isin(d.class_id, small), d.confidence >= 0.1, d.confidence >= 0.25)]  # as Cascade
                 occs[i] = self.helper.assign_occupants(d.offset(c[0], c[1]), vs[i].windshield_box)  # type: ignore[arg-type]
             pj, pc = [], []
             for i, v in enumerate(vs):
