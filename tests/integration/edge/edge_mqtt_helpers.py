@@ -17,7 +17,8 @@ from paho.mqtt.properties import Properties
 
 
 class Recorder:
-    def __init__(self, host: str, port: int, topic: str = "roadeye/#") -> None:
+    def __init__(self, host: str, port: int, topic: str = "roadeye/#", username: str | None = None,
+                 password: str | None = None) -> None:
         self.events: list[str] = []  # event ids in arrival order (repeats kept)
         self.status: dict[str, Any] = {}
         self.heartbeats: list[dict[str, Any]] = []
@@ -29,6 +30,8 @@ class Recorder:
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.reconnect_delay_set(1, 1)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect(host, port, clean_start=False, properties=props)

@@ -115,7 +115,10 @@ def test_outbox_resends_in_order_after_restart(mosquitto, tmp_path: Path) -> Non
 def test_tls_and_password(broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     b = broker_factory(tls=True, passwords={"box-01": "s3cret", "rec": "r"})
     ob = Outbox(tmp_path / "o.sqlite3")
-    ob.put("01900000-0000-7000-8000-000000000000", "roadeye/v1/site-1/cam1/events", b'{"event":{}}')
+    ob.put("01900000-0000-7000-8000-000000000000", "roadeye/v1/site-1/cam1/events",
+           b'{"event":{"event_id":"01900000-0000-7000-8000-000000000000"}}')
+    # a subscriber must exist: a PUBACK "no matching subscribers" keeps the row for a retry
+    rec = Recorder(b.host, b.port, username="rec", password="r")
     bad = MqttPublisher(BrokerConfig(host=b.host, port=b.tls_port, tls=True, ca_cert=b.ca_cert, client_id="bad",
                                      username="box-01", password="wrong"), "box-01", "site-1", ob)
     bad.start()
@@ -126,4 +129,6 @@ def test_tls_and_password(broker_factory, tmp_path: Path) -> None:  # type: igno
                                       username="box-01", password="s3cret"), "box-01", "site-1", ob)
     good.start()
     assert good.wait_drained(40)  # paho's reconnect backoff on a loaded machine
+    assert rec.wait_for({"01900000-0000-7000-8000-000000000000"}, 10)
     good.stop()
+    rec.close()
