@@ -79,7 +79,6 @@ def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, de
     store = Store(db_url)
     col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
                           log=tmp_path / "collector.log")
-    rec = Recorder(mosquitto.host, mosquitto.port, topic="roadeye/v1/+/+/events")
     edge = None
     outbox = tmp_path / "outbox.db"
     try:
@@ -104,22 +103,15 @@ def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, de
         wait_until(lambda: store.count_events() >= n, 60, f"all {n} events stored")
         recovery = time.monotonic() - t0
         wait_until(lambda: outbox_depth(outbox) == 0, 20, "outbox empty")
-        assert rec.wait_for(set(expected_ids(run, n)), 20)
         time.sleep(1.0)
         t = tally("broker-down", expected_ids(run, n), store, recovery, down_s=down_s,
                   max_outbox_depth=max(depths))
         assert_exactly_once(t)
-        # in order: the first arrival of each event follows production order
+        # in order: the collector stored the events in production order (SQLite rowid = arrival)
         order = {eid: i for i, eid in enumerate(expected_ids(run, n))}
-        first_seen: list[int] = []
-        seen: set[str] = set()
-        for eid in rec.events:
-            if eid in order and eid not in seen:
-                seen.add(eid)
-                first_seen.append(order[eid])
-        assert first_seen == sorted(first_seen), "outbox did not drain in production order"
+        arrived = [order[r[0]] for r in store.rows("SELECT event_id FROM events ORDER BY rowid") if r[0] in order]
+        assert arrived == sorted(arrived), "outbox did not drain in production order"
     finally:
-        rec.close()
         if edge is not None:
             edge.kill(signal.SIGTERM)
         col.kill(signal.SIGTERM)
@@ -161,6 +153,50 @@ def test_broker_restarted_while_collector_away_loses_nothing(mosquitto, device: 
         t = tally("broker-restart-collector-away", expected_ids(run, n), store, recovery)
         assert_exactly_once(t)
     finally:
+        if edge is not None:
+            edge.kill(signal.SIGTERM)
+        col.kill(signal.SIGTERM)
+        store.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "broker limitation (mosquitto 2.0.11): after a restart the collectors' $share subscription is not restored "
+    "until they re-subscribe; an event published meanwhile is dropped for them, and when any other subscriber "
+    "matches (a dashboard, an audit tap) the PUBACK is 0x00, so the edge cannot know and deletes it. Not fixable "
+    "in roadeye: needs a broker that persists shared subscriptions, or no extra subscribers on event topics"))
+def test_broker_restart_with_another_subscriber_while_collector_away(mosquitto, device: DeviceKeys,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = Store(db_url)
+
+    def collector():  # type: ignore[no-untyped-def]
+        return start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
+                               log=tmp_path / "collector.log")
+
+    col = collector()
+    rec = Recorder(mosquitto.host, mosquitto.port, topic="roadeye/v1/+/+/events")  # persistent, not shared
+    edge = None
+    try:
+        wait_subscribed(store, mosquitto.host, mosquitto.port)
+        col.kill(signal.SIGKILL)
+        mosquitto.stop(signal.SIGTERM)
+        mosquitto.start()
+        n, run = 40, "tap"
+        edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
+                          produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
+                          rate=40)
+        edge.wait_line("DRAINED", 60)
+        assert rec.wait_for(set(expected_ids(run, n)), 20)  # the other subscriber got them all
+        col = collector()
+        try:
+            wait_until(lambda: store.count_events() >= n, 20, "all events at the collector")
+        except AssertionError:
+            pass
+        t = tally("broker-restart-other-subscriber-collector-away", expected_ids(run, n), store, None)
+        assert_exactly_once(t)
+    finally:
+        rec.close()
         if edge is not None:
             edge.kill(signal.SIGTERM)
         col.kill(signal.SIGTERM)
