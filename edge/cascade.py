@@ -204,7 +204,10 @@ class Cascade:
         r = side / max(h, w)
         return (min(side, int(np.ceil(h * r / 32)) * 32), min(side, int(np.ceil(w * r / 32)) * 32))
 
-    def run(self, frames: Sequence[Frame]) -> list[FrameResult]:
+    def run(self, frames: Sequence[Frame],
+            crop_filter: Callable[[Frame, np.ndarray], bool] | None = None) -> list[FrameResult]:
+        """`crop_filter(frame, vehicle_box)`: only vehicles it accepts get plate / occupant crops
+        (the pipeline passes the camera's capture zone: nothing outside it is decided)."""
         all_dets = self.detect_vehicles(frames)
         wid = self._vnames["windshield"]
         vehicle_ids = [self._vnames[c] for c in VEHICLE_CLASSES if c in self._vnames]
@@ -246,6 +249,8 @@ class Cascade:
             for vi, r in enumerate(rows):
                 b = r["box"]
                 if b[3] - b[1] < self.min_vehicle_px or r["conf"] < self.vehicle_conf:
+                    continue
+                if crop_filter is not None and not crop_filter(f, b):
                     continue
                 if self.plates is not None:
                     # a little margin, as in training (0-12 %): a plate at the bumper's edge stays whole

@@ -86,7 +86,7 @@ class Pipeline:
         if not frames:
             return []
         t0 = time.perf_counter()
-        results = self.cascade.run(frames)
+        results = self.cascade.run(frames, self._in_zone)
         t1 = time.perf_counter()
         self._observe("cascade", t1 - t0)
         ended: list[tuple[CameraState, TrackHistory]] = []
@@ -99,6 +99,10 @@ class Pipeline:
             for f in frames:
                 self.metrics.frames_analysed.labels(f.camera_id).inc()
         return self._finish(ended)
+
+    def _in_zone(self, frame: Frame, box: np.ndarray) -> bool:
+        cam = self.cameras.get(frame.camera_id)
+        return cam is None or in_capture_zone(box, cam.calibration.zones)
 
     def flush(self) -> list[EventMessage]:
         """End every track (end of replay, shutdown) and decide them."""

@@ -53,7 +53,7 @@ class OracleCascade:
         self.vehicle_class_index = {n: i for i, n in enumerate(VEHICLE_CLASSES)}
         self.timer = None
 
-    def run(self, frames: list[Frame]) -> list[FrameResult]:
+    def run(self, frames: list[Frame], crop_filter: Any = None) -> list[FrameResult]:
         out = []
         for f in frames:
             vs = []
@@ -151,7 +151,7 @@ class RealCropsCascade(OracleCascade):
         self.helper._onames = {n: i for i, n in self.occ.names.items()}
         self.helper.driver_side = "right"
 
-    def run(self, frames: list[Frame]) -> list[FrameResult]:
+    def run(self, frames: list[Frame], crop_filter: Any = None) -> list[FrameResult]:
         from edge.cascade import _clip_box, expand
 
         out = []
