@@ -328,8 +328,8 @@ class EventMessage(_Frozen):
             raise SchemaError(f"message is {len(data)} bytes, limit is {max_bytes}")
         try:
             raw = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"message is not JSON: {exc}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise SchemaError(f"message is not JSON (or nested too deeply): {exc}") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("event"), dict):
             raise SchemaError("message must be an object with an 'event' object")
         version = raw["event"].get("schema_version")

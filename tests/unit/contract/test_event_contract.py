@@ -237,3 +237,8 @@ def test_topics() -> None:
     assert parse_topic("roadeye/v1/hefei-01/cam-north/events") == ("hefei-01", "cam-north", "events")
     with pytest.raises(ValueError, match="not a roadeye v1 topic"):
         parse_topic("roadeye/v2/a/b/events")
+
+
+def test_deeply_nested_json_is_a_schema_error_not_a_crash() -> None:
+    with pytest.raises(SchemaError, match="not JSON"):
+        EventMessage.from_bytes(b"[" * 100_000 + b"]" * 100_000)
