@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,17 +107,77 @@ class JsonlSink:
         self.fh.flush()
 
 
-class OutboxSink:
-    """Durable first: the row is committed before the publisher is told about it."""
+class OutboxHoldFull(RuntimeError):
+    """The outbox cannot be written and the in-memory hold is full too: this event is lost."""
 
-    def __init__(self, outbox: Outbox, site_id: str, notify: Callable[[], None] | None = None) -> None:
+
+class OutboxSink:
+    """Durable first: the row is committed before the publisher is told about it.
+
+    When the outbox cannot be written (disk full, read-only filesystem) the event is held in
+    memory, in order, and a retry thread writes the held events once the disk takes writes
+    again; the outbox alarm stays raised meanwhile. Only when the hold itself exceeds
+    `max_held_bytes` is an event refused (OutboxHoldFull), loudly, never silently.
+    """
+
+    def __init__(self, outbox: Outbox, site_id: str, notify: Callable[[], None] | None = None,
+                 max_held_bytes: int = 256 * 1024 * 1024, retry_s: float = 1.0) -> None:
         self.outbox, self.site_id, self.notify = outbox, site_id, notify
+        self.max_held_bytes, self.retry_s = max_held_bytes, retry_s
+        self._held: deque[tuple[str, str, bytes]] = deque()
+        self._held_bytes = 0
+        self._lock = threading.Lock()
+        self._retry: threading.Thread | None = None
+
+    @property
+    def held(self) -> int:
+        """Events waiting in memory for the outbox to accept writes again."""
+        return len(self._held)
 
     def __call__(self, msg: EventMessage) -> None:
         ev = msg.event
-        self.outbox.put(ev.event_id, event_topic(self.site_id, ev.camera_id), msg.to_bytes())
-        if self.notify is not None:
+        item = (ev.event_id, event_topic(self.site_id, ev.camera_id), msg.to_bytes())
+        with self._lock:
+            if self._held_bytes + len(item[2]) > self.max_held_bytes:
+                log.critical("outbox unwritable and %d events (%d bytes) held in memory: event %s refused",
+                             len(self._held), self._held_bytes, ev.event_id)
+                raise OutboxHoldFull(f"outbox unwritable and the in-memory hold is full; event {ev.event_id}")
+            self._held.append(item)
+            self._held_bytes += len(item[2])
+        if not self.flush():
+            self._ensure_retry()
+
+    def flush(self) -> bool:
+        """Write held events to the outbox in order; False while the outbox still refuses writes."""
+        wrote = False
+        with self._lock:
+            while self._held:
+                event_id, topic, payload = self._held[0]
+                try:
+                    self.outbox.put(event_id, topic, payload)
+                except sqlite3.Error:  # Outbox.put has raised the alarm and logged why
+                    break
+                self._held.popleft()
+                self._held_bytes -= len(payload)
+                wrote = True
+            done = not self._held
+        if wrote and self.notify is not None:
             self.notify()
+        return done
+
+    def _ensure_retry(self) -> None:
+        with self._lock:
+            if self._retry is not None and self._retry.is_alive():
+                return
+            self._retry = threading.Thread(target=self._retry_loop, name="outbox-hold-retry", daemon=True)
+            self._retry.start()
+
+    def _retry_loop(self) -> None:
+        while True:
+            time.sleep(self.retry_s)
+            if self.flush():
+                log.warning("outbox accepts writes again: every held event is stored")
+                return
 
 
 class FanOut:

@@ -159,11 +159,10 @@ def disk_full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 def test_outbox_disk_full_keeps_what_it_has_and_recovers(disk_full_run: dict[str, Any]) -> None:
     o = disk_full_run
     assert o["edge_alive_when_full"] and o["edge_alive"], o["edge_log"]
-    assert o["sink_errors"], "the ballast did not fill the disk: the test proved nothing"
+    assert 1.0 in o["alarm_metric"], "the ballast did not fill the disk: the test proved nothing"
     t = o["tally_kept"]
     # every event that reached the outbox is delivered once; production goes on after space returns
     assert_exactly_once(t)
-    assert max(o["sink_errors"]) < o["n"] - 1
     assert o["ids"][-1] in o["stored_ids"]
 
 
@@ -174,10 +173,9 @@ def test_outbox_disk_full_raises_the_alarm(disk_full_run: dict[str, Any]) -> Non
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the event being written while the disk is full is "
-                   "dropped: Outbox.put (edge/outbox.py put) raises, edge/runner.py OutboxSink passes the error up "
-                   "and LiveRunner.run logs the failing tick and moves on; nothing keeps the event for a retry")
 def test_outbox_disk_full_loses_nothing(disk_full_run: dict[str, Any]) -> None:
+    """edge/runner.py OutboxSink holds events in memory, in order, while the disk refuses writes."""
+    assert not disk_full_run["sink_errors"], "an event was refused while the disk was full"
     assert_exactly_once(disk_full_run["tally_all"])
 
 
