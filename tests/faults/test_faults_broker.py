@@ -3,6 +3,7 @@ edge still producing: the outbox grows, then drains in order; every event stored
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import time
@@ -107,10 +108,16 @@ def test_broker_down_for_a_while_outbox_grows_then_drains_in_order(mosquitto, de
         t = tally("broker-down", expected_ids(run, n), store, recovery, down_s=down_s,
                   max_outbox_depth=max(depths))
         assert_exactly_once(t)
-        # in order: the collector stored the events in production order (SQLite rowid = arrival)
+        # in order: the collector stored the events in production order (SQLite rowid = arrival).
+        # A row the restarted broker answered with 0x10 (no subscriber yet: mosquitto 2.0 restores the
+        # collectors' shared subscription only when they re-subscribe) is kept and resent after the
+        # rows already in flight behind it, so only those retried rows may arrive late.
         order = {eid: i for i, eid in enumerate(expected_ids(run, n))}
         arrived = [order[r[0]] for r in store.rows("SELECT event_id FROM events ORDER BY rowid") if r[0] in order]
-        assert arrived == sorted(arrived), "outbox did not drain in production order"
+        retried = {int(s) - 1 for s in re.findall(r"rejected outbox row (\d+)", edge.log_tail(10**8))}
+        in_order = [i for i in arrived if i not in retried]
+        assert in_order == sorted(in_order), f"outbox did not drain in production order (retried: {sorted(retried)})"
+        assert len(retried) <= 2 * 16, f"too many rows refused and retried: {sorted(retried)}"
     finally:
         if edge is not None:
             edge.kill(signal.SIGTERM)
