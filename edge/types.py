@@ -7,7 +7,7 @@ contract. Model-output decoders live in `edge.detectors`, never here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -136,11 +136,6 @@ class Detections:
         for i in range(len(self)):
             yield self.xyxy[i], float(self.confidence[i]), int(self.class_id[i]), int(self.tracker_id[i])
 
-    @property
-    def area(self) -> FloatArray:
-        wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
-        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
-
     def with_class(self, class_ids: int | list[int]) -> Detections:
         ids = [class_ids] if isinstance(class_ids, int) else class_ids
         return self[np.isin(self.class_id, ids)]
@@ -164,6 +159,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
-
-
-ClassNames = Mapping[int, str]
