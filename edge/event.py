@@ -195,15 +195,20 @@ class Signature(_Frozen):
         return v
 
 
+def uuid7_at(at: datetime, rand74: int) -> str:
+    """UUIDv7 for a given time (48-bit ms timestamp) with the caller's 74 bits of randomness.
+
+    uuid6.uuid7() only stamps "now"; events are stamped with their capture time instead."""
+    ms = int(at.timestamp() * 1000) & ((1 << 48) - 1)
+    rand_a, rand_b = (rand74 >> 62) & 0xFFF, rand74 & ((1 << 62) - 1)
+    return str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b))
+
+
 def new_event_id(at: datetime | None = None) -> str:
     """Time-ordered UUIDv7 (sorts by creation time; unique without coordination)."""
     if at is None:
         return str(uuid6.uuid7())
-    # uuid7 for a given time: 48-bit ms timestamp + random tail
-    ms = int(at.timestamp() * 1000)
-    rand = uuid.uuid4().int & ((1 << 74) - 1)
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    return uuid7_at(at, uuid.uuid4().int & ((1 << 74) - 1))
 
 
 class ViolationEvent(_Frozen):

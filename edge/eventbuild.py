@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +20,7 @@ from edge.event import (
     Vehicle,
     ViolationEvent,
     new_event_id,
+    uuid7_at,
 )
 from edge.evidence import build_evidence
 from edge.observations import EvidenceCandidate, TrackHistory
@@ -48,12 +48,8 @@ def deterministic_event_id(captured_at: datetime, *parts: object) -> str:
     """UUIDv7 whose time is the capture time and whose random bits come from a hash of
     (source, camera, track, violation): replaying the same file twice yields the same ids,
     so the collector's upsert on event_id makes a re-replay harmless."""
-    ms = int(captured_at.timestamp() * 1000) & ((1 << 48) - 1)
     h = int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:10], "big")
-    rand_a = h >> 68  # 12 bits
-    rand_b = h & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+    return uuid7_at(captured_at, ((h >> 68) << 62) | (h & ((1 << 62) - 1)))
 
 
 def _clip(b: np.ndarray, w: int, h: int) -> np.ndarray:
