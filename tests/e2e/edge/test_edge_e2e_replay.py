@@ -59,7 +59,6 @@ def artifacts() -> Path:
 def test_replay_produces_unique_valid_events(clip: Path, artifacts: Path) -> None:
     s = replay_and_score(clip, artifacts)
     assert s["duplicates"] == 0, s
-    assert s["events"] >= 0
 
 
 @pytest.mark.xfail(strict=False, reason=(
