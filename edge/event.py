@@ -374,6 +374,45 @@ class CameraHealth(_Frozen):
 Heartbeat.model_rebuild()
 
 
+class ReceiptStatus(StrEnum):
+    STORED = "stored"  # newly stored (evidence, then the event row) and committed
+    DUPLICATE = "duplicate"  # this event_id with the same signed content was already stored
+    DEAD_LETTER = "dead_letter"  # refused (bad signature, tampered evidence...); kept raw server-side
+
+
+class ReceiptItem(_Frozen):
+    event_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    status: ReceiptStatus
+
+
+class Receipt(_Frozen):
+    """Collector -> edge, after the events are durable (topic `roadeye/v1/<site>/<device>/receipts`).
+
+    Why: a broker PUBACK only proves the broker took the message. A broker can acknowledge and
+    still lose it (mosquitto 2.0 forgets shared subscriptions across a restart, so a message
+    matched by some other subscriber is PUBACKed 0x00 and never reaches a collector). With
+    receipts on, the edge keeps every event until a collector says it is stored, and republishes
+    what got no receipt in time; the collector is idempotent on event_id, so a resend is harmless.
+    Unsigned: only collectors may publish to receipt topics (broker ACL).
+    """
+
+    schema_version: Literal[1] = 1
+    collector_id: str = Field(min_length=1, max_length=256)
+    sent_at: UtcMillis
+    items: list[ReceiptItem] = Field(min_length=1, max_length=10_000)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Receipt:
+        """Parse a receipt; raises SchemaError naming the bad field."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise SchemaError(describe_validation_error(exc)) from exc
+
+
 class SchemaError(ValueError):
     """A message does not match the wire schema; the text names the offending field."""
 
@@ -396,7 +435,7 @@ def utc_now() -> datetime:
 
 
 TOPIC_ROOT = "roadeye/v1"
-_TOPIC_RE = re.compile(r"^roadeye/v1/([^/]+)/([^/]+)/(events|heartbeat|status)$")
+_TOPIC_RE = re.compile(r"^roadeye/v1/([^/]+)/([^/]+)/(events|heartbeat|status|receipts)$")
 
 
 def event_topic(site_id: str, camera_id: str) -> str:
@@ -410,6 +449,11 @@ def heartbeat_topic(site_id: str, device_id: str) -> str:
 def status_topic(site_id: str, device_id: str) -> str:
     """Retained online/offline status; the broker publishes 'offline' as the last will."""
     return f"{TOPIC_ROOT}/{site_id}/{device_id}/status"
+
+
+def receipt_topic(site_id: str, device_id: str) -> str:
+    """Collector -> edge storage receipts for the events of one device (see `Receipt`)."""
+    return f"{TOPIC_ROOT}/{site_id}/{device_id}/receipts"
 
 
 def parse_topic(topic: str) -> tuple[str, str, str]:
