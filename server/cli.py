@@ -51,12 +51,15 @@ def _mqtt_options(f: Callable[..., Any]) -> Callable[..., Any]:
                   help="Validation processes [default: one per core, at most 4; 0 = in-process].")
     @click.option("--register-device-key", "device_keys", multiple=True, metavar="DEVICE_ID=PEM_PATH",
                   help="Register (or re-key) a device before starting; repeatable.")
+    @click.option("--receipts/--no-receipts", default=True, show_default=True,
+                  help="Publish storage receipts to roadeye/v1/<site>/<device>/receipts after each commit.")
     @functools.wraps(f)
     def wrapper(*args: Any, mqtt_host: str, mqtt_port: int, mqtt_username: str | None,
                 mqtt_password: str | None, mqtt_tls_ca: Path | None, group: str, client_id: str | None,
-                workers: int | None, cfg: ServerConfig, **kw: Any) -> Any:
+                workers: int | None, receipts: bool, cfg: ServerConfig, **kw: Any) -> Any:
         n = min(4, os.cpu_count() or 1) if workers is None else workers
-        cfg = cfg.model_copy(update={"collector": cfg.collector.model_copy(update={"workers": n})})
+        cfg = cfg.model_copy(update={"collector": cfg.collector.model_copy(
+            update={"workers": n, "receipts": receipts})})
         try:
             m = MqttSettings(host=mqtt_host, port=mqtt_port, username=mqtt_username, password=mqtt_password,
                              tls_ca=mqtt_tls_ca, group=group, client_id=client_id)

@@ -14,7 +14,9 @@ Design points:
   acknowledges them; the evidence is always durable before its row is committed;
 - acknowledgements carry the connection generation: a message id from a previous
   connection is never acknowledged on a new one (the broker redelivers those itself);
-- storage errors (database down) -> no ack, retry the same batch with backoff.
+- storage errors (database down) -> no ack, retry the same batch with backoff;
+- after each commit, one storage Receipt per (site, device) of the batch goes back to the
+  edge (QoS 1), so an edge can forget an event only once a collector has stored it.
 """
 
 from __future__ import annotations
@@ -38,13 +40,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.event import TOPIC_ROOT
+from edge.event import TOPIC_ROOT, Receipt, ReceiptItem, ReceiptStatus, receipt_topic, utc_now
 from server.config import CollectorSettings, MqttSettings
 from server.db.engine import Database
 from server.evidence_store import EvidenceStore
 from server.ingest import Ingestor, Outcome, Prepared, worker_init, worker_prepare
 
 log = logging.getLogger(__name__)
+
+
+RECEIPT_QUEUE_MAX = 1000
+_RECEIPT_STATUS = {Outcome.STORED: ReceiptStatus.STORED, Outcome.DUPLICATE: ReceiptStatus.DUPLICATE,
+                   Outcome.DEAD_LETTER: ReceiptStatus.DEAD_LETTER}
 
 
 @dataclass
@@ -86,13 +93,17 @@ class Collector:
         self._retiring = False
         self._last_message = time.monotonic()
         self._busy = threading.Event()
+        self.client_id = mqtt_settings.resolved_client_id()
         self.client = self._make_client()
 
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         m = self.mqtt
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.resolved_client_id(),
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=mqtt.MQTTv5, manual_ack=True)
+        # receipts are the only thing we publish: keep at most this many waiting for a
+        # connection (paho's queue is unbounded by default); beyond it they are dropped
+        c.max_queued_messages_set(RECEIPT_QUEUE_MAX)
         if m.username:
             c.username_pw_set(m.username, m.password)
         if m.tls_ca:
@@ -199,7 +210,40 @@ class Collector:
             if o == Outcome.DEAD_LETTER:
                 log.warning("dead-lettered a message on %s", m.topic)
         self._ack(batch)
+        if self.settings.receipts:
+            self._send_receipts(prepared, outcomes)
         return outcomes
+
+    def _send_receipts(self, prepared: list[Prepared], outcomes: list[Outcome]) -> None:
+        """One Receipt per (site, device) of a committed batch, QoS 1, not retained.
+
+        Runs after the commit and the acks: a receipt that cannot be sent (broker gone, paho
+        queue full) is counted and dropped, never retried here and never undoes anything; the
+        edge republishes what got no receipt and idempotency answers with `duplicate`.
+        """
+        groups: dict[tuple[str, str], list[ReceiptItem]] = {}
+        for p, o in zip(prepared, outcomes, strict=True):
+            status = _RECEIPT_STATUS.get(o)
+            if status is None or p.receipt is None:
+                continue
+            site, device, event_id = p.receipt
+            groups.setdefault((site, device), []).append(ReceiptItem(event_id=event_id, status=status))
+        now = utc_now()
+        for (site, device), items in groups.items():
+            try:
+                payload = Receipt(collector_id=self.client_id, sent_at=now, items=items).to_bytes()
+                info = self.client.publish(receipt_topic(site, device), payload, qos=1, retain=False)
+            except Exception as exc:  # a receipt must never break the committer
+                self.stats["receipt_errors"] += 1
+                log.warning("receipt for %s/%s not sent: %s", site, device, exc)
+                continue
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self.stats["receipts_sent"] += 1
+            elif info.rc == mqtt.MQTT_ERR_NO_CONN:
+                self.stats["receipts_queued_offline"] += 1  # paho sends it after reconnecting
+            else:
+                self.stats["receipt_errors"] += 1
+                log.warning("receipt for %s/%s not sent: %s", site, device, mqtt.error_string(info.rc))
 
     def _ack(self, batch: list[_Msg]) -> None:
         with self._gen_lock:

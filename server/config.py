@@ -44,6 +44,8 @@ class CollectorSettings(_Strict):
     retry_max_s: float = Field(default=30.0, gt=0, description="Backoff ceiling while storage is down.")
     workers: int = Field(default=0, ge=0, le=64, description="Validation processes (0 = validate in the collector "
                          "process; the CLI defaults to one per core, at most 4).")
+    receipts: bool = Field(default=True, description="Publish a storage Receipt per (site, device) after each "
+                           "group commit on roadeye/v1/<site>/<device>/receipts (QoS 1).")
 
 
 class WebSettings(_Strict):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,38 @@ class Prepared:
     status: str | None = None
     site_id: str | None = None
     device_id: str | None = None
+    #: (site_id, device_id, event_id) the storage receipt for this message goes to; None = no receipt
+    receipt: tuple[str, str, str] | None = None
+
+
+_IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_EVENT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def receipt_key(payload: bytes, topic_site: str, max_bytes: int = 4 * MAX_MESSAGE_BYTES) -> tuple[str, str, str] | None:
+    """Best effort: whom to tell that a refused event message was dead-lettered.
+
+    Only when the message parses as JSON far enough to name a well-formed event_id, device_id
+    and site_id, and the site is the one of the topic it came on (topics are ACL-guarded per
+    site, so a message cannot make us send receipts into another site's devices). Messages
+    larger than `max_bytes` are not parsed again (the broker's size limit applies first anyway).
+    """
+    if len(payload) > max_bytes:
+        return None
+    try:
+        raw = json.loads(payload)
+        ev = raw["event"]
+        ids = (ev["site_id"], ev["device_id"], ev["event_id"])
+    except (ValueError, RecursionError, TypeError, KeyError):
+        return None
+    if not all(isinstance(x, str) for x in ids):
+        return None
+    site, device, event_id = ids
+    if site != topic_site or not _IDENT_RE.match(site) or not _IDENT_RE.match(device):
+        return None
+    if not _EVENT_ID_RE.match(event_id):
+        return None
+    return site, device, event_id
 
 
 @dataclass
@@ -151,7 +184,8 @@ class Ingestor:
 
     def _prepare_event(self, topic: str, payload: bytes, site: str, camera: str) -> Prepared:
         def dead(reason: str) -> Prepared:
-            return Prepared(topic, payload, "dead", reason=reason)
+            return Prepared(topic, payload, "dead", reason=reason,
+                            receipt=receipt_key(payload, site, 4 * self.max_bytes))
 
         try:
             msg = EventMessage.from_bytes(payload, max_bytes=self.max_bytes)
@@ -184,7 +218,8 @@ class Ingestor:
         except EvidenceError as exc:
             return dead(f"evidence: {exc}")
         return Prepared(topic, payload, "event", event=ev, blobs=blobs, site_id=site,
-                        device_id=ev.device_id, body=ev.to_json().decode())
+                        device_id=ev.device_id, body=ev.to_json().decode(),
+                        receipt=(ev.site_id, ev.device_id, ev.event_id))
 
     def _prepare_heartbeat(self, topic: str, payload: bytes, site: str, device: str) -> Prepared:
         if len(payload) > MAX_HEARTBEAT_BYTES:
