@@ -179,8 +179,9 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
             stats = run_replay(pipeline, sources, lambda n: prog.update(task, completed=n))
         drained = True
         if publisher is not None and outbox is not None:
-            console.print(f"waiting up to {drain_timeout:.0f}s for the broker to acknowledge "
-                          f"{outbox.depth()[0]} event(s)...")
+            what = "a collector's storage receipt for" if cfg.broker and cfg.broker.require_receipt else \
+                "the broker to acknowledge"
+            console.print(f"waiting up to {drain_timeout:.0f}s for {what} {outbox.depth()[0]} event(s)...")
             drained = publisher.wait_drained(drain_timeout)
     finally:
         if fh is not None:

@@ -89,6 +89,14 @@ class BrokerConfig(_Strict):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     heartbeat_s: float = Field(default=30.0, gt=0, description="Heartbeat period.")
     max_inflight: int = Field(default=20, ge=1, le=1000, description="Un-acked QoS 1 messages at once.")
+    require_receipt: bool = Field(
+        default=True,
+        description="Keep each event until a collector's storage receipt (roadeye/v1/<site>/<device>/receipts) "
+                    "names it, not just until the broker's PUBACK; resend when none comes in time. "
+                    "Turn off only for a broker without a roadeye collector behind it.")
+    receipt_timeout_s: float = Field(
+        default=60.0, gt=0, le=86400,
+        description="Resend an event PUBACKed this long ago without a receipt; doubles per resend (max 32x).")
 
 
 class OutboxConfig(_Strict):

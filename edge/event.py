@@ -405,7 +405,7 @@ class Receipt(_Frozen):
         return json.dumps(self.model_dump(mode="json"), separators=(",", ":")).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Receipt:
+    def from_bytes(cls, data: bytes | bytearray | str) -> Receipt:
         """Parse a receipt; raises SchemaError naming the bad field."""
         try:
             return cls.model_validate_json(data)

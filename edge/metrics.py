@@ -28,10 +28,14 @@ class EdgeMetrics:
                                        buckets=STAGE_BUCKETS, registry=r)
         self.events = Counter("roadeye_events", "Violation events emitted.", ["camera", "violation"],
                               registry=r)
-        self.outbox_depth = Gauge("roadeye_outbox_depth", "Events waiting for a PUBACK.", registry=r)
-        self.outbox_bytes = Gauge("roadeye_outbox_bytes", "Payload bytes waiting for a PUBACK.", registry=r)
+        self.outbox_depth = Gauge("roadeye_outbox_depth", "Events not yet safe at the collector (or broker).",
+                                  registry=r)
+        self.outbox_bytes = Gauge("roadeye_outbox_bytes", "Payload bytes of those events.", registry=r)
         self.outbox_alarm = Gauge("roadeye_outbox_alarm", "1 when the outbox is over its bound.", registry=r)
         self.published = Counter("roadeye_published", "Events acknowledged by the broker.", registry=r)
+        self.receipted = Counter("roadeye_receipted", "Events a collector confirmed as stored.", registry=r)
+        self.resent = Counter("roadeye_resent", "Events published again: no storage receipt in time.",
+                              registry=r)
         self.broker_connected = Gauge("roadeye_broker_connected", "1 when connected to the broker.",
                                       registry=r)
 

@@ -1,5 +1,6 @@
 """Durable on-disk outbox: every event is committed here BEFORE it is published, and
-removed only after the broker's PUBACK, so an outage or a crash loses nothing.
+removed only once it is safe (the broker's PUBACK, or with receipts on, the collector's
+storage receipt), so an outage or a crash loses nothing.
 
 SQLite in WAL mode with synchronous=FULL: a committed row survives kill -9 and power
 loss; rows drain in insertion order (INTEGER PRIMARY KEY). Past the configured bound the
@@ -27,9 +28,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload    BLOB NOT NULL,
     size       INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    puback_at  REAL             -- broker PUBACK time while a storage receipt is awaited
 );
 """
+_MIGRATE = "ALTER TABLE outbox ADD COLUMN puback_at REAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,12 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "puback_at" not in cols:  # an outbox written by a release without receipts
+            self._db.execute(_MIGRATE)
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_awaiting ON outbox(puback_at) WHERE puback_at IS NOT NULL")
+        # a restart forgets which broker acks were pending receipts: resend those rows
+        self._db.execute("UPDATE outbox SET puback_at = NULL WHERE puback_at IS NOT NULL")
         n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._n, self._bytes = int(n), int(size)  # kept in memory: no table scan per event
         self._alarm = False
@@ -88,16 +97,56 @@ class Outbox:
                 self._bytes -= int(row[0])
         self._check_alarm()
 
+    def forget(self, event_ids: list[str]) -> int:
+        """A collector stored (or dead-lettered) these events: forget them. Returns rows removed."""
+        removed = 0
+        with self._lock:
+            for eid in event_ids:
+                row = self._db.execute("DELETE FROM outbox WHERE event_id = ? RETURNING size", (eid,)).fetchone()
+                if row is not None:
+                    removed += 1
+                    self._n -= 1
+                    self._bytes -= int(row[0])
+        if removed:
+            self._check_alarm()
+        return removed
+
+    def mark_delivered(self, seq: int) -> None:
+        """The broker took it (PUBACK) but no storage receipt came yet: keep it, out of the drain."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET puback_at = ?, attempts = attempts + 1 WHERE seq = ?",
+                             (time.time(), seq))
+
+    def overdue(self, timeout_s: float, max_backoff: int = 5) -> list[int]:
+        """Rows PUBACKed but without a receipt for longer than timeout_s x 2^(attempts-1): make
+        them pending again (the caller resends them), oldest first. The backoff keeps a long
+        collector outage from flooding the broker's queue with copies."""
+        now = time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq FROM outbox WHERE puback_at IS NOT NULL AND puback_at < ? - ? * "
+                "(1 << MIN(MAX(attempts - 1, 0), ?)) ORDER BY seq",
+                (now, timeout_s, max_backoff),
+            ).fetchall()
+            seqs = [int(r[0]) for r in rows]
+            self._db.executemany("UPDATE outbox SET puback_at = NULL WHERE seq = ?", [(q,) for q in seqs])
+        return seqs
+
+    def awaiting_receipt(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE puback_at IS NOT NULL").fetchone()[0])
+
     def mark_attempt(self, seq: int) -> None:
         with self._lock:
             self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
 
     # -- reads ---------------------------------------------------------------------------
     def pending(self, limit: int = 100, after_seq: int = 0) -> list[OutboxItem]:
-        """Oldest first."""
+        """Oldest first; rows the broker already took (awaiting a receipt) are not pending."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, event_id, topic, payload, attempts FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, event_id, topic, payload, attempts FROM outbox WHERE seq > ? AND puback_at IS NULL "
+                "ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
         return [OutboxItem(int(r[0]), r[1], r[2], bytes(r[3]), int(r[4])) for r in rows]

@@ -1,4 +1,9 @@
-"""MQTT 5 transport for the outbox: QoS 1, in order, delete only after PUBACK.
+"""MQTT 5 transport for the outbox: QoS 1, in order, delete only once safe.
+
+With `require_receipt` (the default) a row leaves the outbox only when a collector's storage
+receipt names its event (`edge.event.Receipt`); a PUBACK just parks it, and a parked row
+without a receipt after `receipt_timeout_s` (doubling per resend) is published again. Without
+receipts, the PUBACK deletes it.
 
 Serialization lives in `edge.event`; this module only moves bytes. The drain thread keeps
 at most `max_inflight` un-acknowledged messages with the broker, in outbox order. paho keeps
@@ -26,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import BrokerConfig
-from edge.event import Heartbeat, heartbeat_topic, status_topic, utc_now
+from edge.event import Heartbeat, Receipt, SchemaError, heartbeat_topic, receipt_topic, status_topic, utc_now
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
 
@@ -57,6 +62,7 @@ class MqttPublisher:
                                 keyfile=str(resolve(cfg.client_key)) if cfg.client_key else None,
                                 cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self.status_topic = status_topic(site_id, device_id)
+        self.receipt_topic = receipt_topic(site_id, device_id)
         self.client.will_set(self.status_topic, status_payload("offline", device_id), qos=1, retain=True)
         self.client.max_inflight_messages_set(cfg.max_inflight)
         self.client.max_queued_messages_set(0)
@@ -64,6 +70,8 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self.client.message_callback_add(self.receipt_topic, self._on_receipt)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,6 +84,10 @@ class MqttPublisher:
         self.connected = threading.Event()
         self.published = 0
         self.failures = 0
+        self.receipted = 0
+        self.resent = 0
+        self.bad_receipts = 0
+        self._next_overdue_check = 0.0
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -123,6 +135,8 @@ class MqttPublisher:
             log.error("broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         log.info("connected to broker %s:%d", self.cfg.host, self.cfg.port)
+        if self.cfg.require_receipt:
+            client.subscribe(self.receipt_topic, qos=1)
         client.publish(self.status_topic, status_payload("online", self.device_id), qos=1, retain=True)
         self.connected.set()
         if self.metrics:
@@ -149,6 +163,35 @@ class MqttPublisher:
                 return
         self._settle(seq, int(getattr(reason_code, "value", 0)))
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        for rc in reason_codes:
+            if rc.is_failure:
+                log.error("broker refused our subscription to %s (%s): no storage receipt can arrive, so "
+                          "every event will be resent until the ACL lets this device read it",
+                          self.receipt_topic, rc)
+
+    def _on_receipt(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            receipt = Receipt.from_bytes(msg.payload)
+        except SchemaError as exc:
+            self.bad_receipts += 1
+            log.error("ignoring a malformed storage receipt on %s: %s", msg.topic, exc)
+            return
+        try:
+            n = self.outbox.forget([item.event_id for item in receipt.items])
+        except Exception as exc:  # disk trouble: the rows stay and are resent later; harmless
+            log.error("could not forget receipted events (%s); they will be resent", exc)
+            return
+        for item in receipt.items:
+            if item.status.value == "dead_letter":
+                log.error("collector %s refused event %s (dead letter); see the server's dead-letter table",
+                          receipt.collector_id, item.event_id)
+        self.receipted += n
+        if self.metrics:
+            self.metrics.receipted.inc(n)
+        self._update_depth()
+
     def _settle(self, seq: int, code: int) -> None:
         if code >= 0x80 or code == 0x10:
             # the broker refused it (e.g. quota, not authorised), or accepted it with "no matching
@@ -162,7 +205,10 @@ class MqttPublisher:
                 self._retry_at = time.monotonic() + 10.0
         else:
             try:
-                self.outbox.ack(seq)
+                if self.cfg.require_receipt:
+                    self.outbox.mark_delivered(seq)
+                else:
+                    self.outbox.ack(seq)
             except Exception as exc:  # disk full / I/O error: must not kill paho's network thread
                 # delivered (PUBACK) but not deleted: retry the delete later, never resend it now
                 log.error("could not delete acknowledged outbox row %d (%s); retrying in 2s", seq, exc)
@@ -195,10 +241,27 @@ class MqttPublisher:
                     continue
                 self._retry_at = None
             try:
+                self._resend_overdue()
                 self._fill_window()
             except Exception:  # never let the drain thread die
                 log.exception("outbox drain failed; retrying")
                 time.sleep(1.0)
+
+    def _resend_overdue(self) -> None:
+        """Parked rows whose receipt is overdue go back to pending; rewind the window to them."""
+        if not self.cfg.require_receipt or time.monotonic() < self._next_overdue_check:
+            return
+        self._next_overdue_check = time.monotonic() + min(2.0, self.cfg.receipt_timeout_s / 4)
+        seqs = self.outbox.overdue(self.cfg.receipt_timeout_s)
+        if not seqs:
+            return
+        log.warning("%d event(s) got no storage receipt within %.0f s (first outbox row %d); resending",
+                    len(seqs), self.cfg.receipt_timeout_s, seqs[0])
+        self.resent += len(seqs)
+        if self.metrics:
+            self.metrics.resent.inc(len(seqs))
+        with self._lock:
+            self._last_sent = min(self._last_sent, seqs[0] - 1)
 
     def _fill_window(self) -> None:
         with self._lock:

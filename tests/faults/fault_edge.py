@@ -14,8 +14,8 @@ failing tick: logged, counted, and the pipeline moves on (printed as `SINK_ERROR
 
 Run: python -m tests.faults.fault_edge --outbox P --host H --port N --key PEM --count N ...
 Prints `READY` once connected (or at once with --no-wait-connect), `PRODUCED n` when all
-events were handed to the outbox, `DRAINED` when the outbox is empty, then idles until
-SIGTERM/SIGKILL (with --exit-when-drained it exits 0 instead).
+events were handed to the outbox, `DRAINED` when the outbox is empty (every event receipted
+by a collector, unless --no-receipts), then idles until SIGTERM/SIGKILL (with --exit-when-drained it exits 0 instead).
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--username", default=None)
     ap.add_argument("--password", default=None)
     ap.add_argument("--tls-ca", type=Path, default=None)
+    ap.add_argument("--receipt-timeout", type=float, default=5.0,
+                    help="resend a PUBACKed event with no storage receipt after this many seconds")
+    ap.add_argument("--no-receipts", action="store_true", help="forget events on PUBACK (no collector receipts)")
     ap.add_argument("--exit-when-drained", action="store_true")
     ap.add_argument("--no-wait-connect", action="store_true")
     a = ap.parse_args(argv)
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = BrokerConfig(host=a.host, port=a.port, keepalive_s=5, heartbeat_s=a.heartbeat_s,
                        max_inflight=a.max_inflight, username=a.username, password=a.password,
-                       tls=a.tls_ca is not None, ca_cert=a.tls_ca)
+                       tls=a.tls_ca is not None, ca_cert=a.tls_ca, require_receipt=not a.no_receipts,
+                       receipt_timeout_s=a.receipt_timeout)
     pub = MqttPublisher(cfg, a.device_id, a.site, outbox, metrics, heartbeat)
     sink = OutboxSink(outbox, a.site, pub.notify)
     pub.start()

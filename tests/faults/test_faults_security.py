@@ -70,9 +70,14 @@ def _connect_rc(c: mqtt.Client, host: str, port: int, timeout: float = 10.0) -> 
 @pytest.mark.timeout(150)
 def test_tls_passwords_and_acl_end_to_end(broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dev_a = make_device(tmp_path / "keys", "box-a")
-    acl = ("user box-a\ntopic write roadeye/v1/site-f/cam-a/#\ntopic write roadeye/v1/site-f/box-a/#\n\n"
-           "user box-b\ntopic write roadeye/v1/site-f/cam-b/#\ntopic write roadeye/v1/site-f/box-b/#\n\n"
-           "user collector\ntopic read roadeye/v1/#\ntopic read $share/#\ntopic write roadeye/v1/+/+/heartbeat\n")
+    # devices publish their own events, heartbeat and status and read only their own storage receipts;
+    # only the collector may write receipts (a forged receipt would make an edge forget an event)
+    acl = "".join(f"user {box}\ntopic write roadeye/v1/site-f/{cam}/events\n"
+                  f"topic write roadeye/v1/site-f/{box}/heartbeat\ntopic write roadeye/v1/site-f/{box}/status\n"
+                  f"topic read roadeye/v1/site-f/{box}/receipts\n\n"
+                  for box, cam in (("box-a", "cam-a"), ("box-b", "cam-b")))
+    acl += ("user collector\ntopic read roadeye/v1/#\ntopic read $share/#\ntopic write roadeye/v1/+/+/heartbeat\n"
+            "topic write roadeye/v1/+/+/receipts\n")
     b = broker_factory(tls=True, passwords={"box-a": "pw-a", "box-b": "pw-b", "collector": "pw-c"}, acl=acl)
     db_url = f"sqlite:///{tmp_path / 'server.db'}"
     store = Store(db_url)
@@ -90,6 +95,7 @@ def test_tls_passwords_and_acl_end_to_end(broker_factory, tmp_path: Path) -> Non
                                           "--tls-ca", str(b.ca_cert)])
         edge.wait_line("PRODUCED", 60)
         wait_until(lambda: store.count_events() >= n, 60, f"{n} events over TLS")
+        edge.wait_line("DRAINED", 30)  # the collector's receipts reached box-a through the ACL
 
         # box-a (valid password, valid signing key) tries to publish as camera cam-b
         fac = EventFactory("box-a", "site-f", "cam-b", dev_a.private, 0)

@@ -21,7 +21,8 @@ from tests.unit.edge.test_edge_pipeline import BELTLESS, PHONER, make, scene_fra
 def main() -> None:
     outbox_path, host, port = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     ob = Outbox(outbox_path)
-    pub = MqttPublisher(BrokerConfig(host=host, port=port, keepalive_s=5), "box-01", "site-1", ob)
+    pub = MqttPublisher(BrokerConfig(host=host, port=port, keepalive_s=5, require_receipt=False),
+                        "box-01", "site-1", ob)
     pub.start()
     p, out, _ = make()
     p.sink = FanOut(out.append, OutboxSink(ob, "site-1", pub.notify))

@@ -42,7 +42,7 @@ def test_sigkilled_edge_resumes_its_outbox(mosquitto, tmp_path: Path) -> None:  
     mosquitto.start()
     cfg = {"device": {"id": "box-01", "site": "site-1"},
            "cameras": [{"id": "cam1", "source": "rtsp://127.0.0.1/unused"}],
-           "broker": {"host": mosquitto.host, "port": mosquitto.port},
+           "broker": {"host": mosquitto.host, "port": mosquitto.port, "require_receipt": False},  # no collector
            "outbox": {"path": str(outbox)}}
     cfg_path = tmp_path / "box.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
