@@ -66,20 +66,33 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
 @click.option("--device", default="cpu", show_default=True, help="torch device for training.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/models/<name>).")
+@click.option("--synth-dir", "synth_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="plate_reader: pre-rendered crop folder (labels.csv or labels.partial.csv of "
+                   "file,plate,kind,split); repeatable; replaces rendering --synth-n crops.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="plate_reader: max learning rate of the one-cycle schedule (default 2e-3).")
+@click.option("--real-share", type=click.FloatRange(0, 1), default=None,
+              help="plate_reader: share of real crops in each batch (default 0.45).")
+@click.option("--stop-after", type=click.IntRange(1), default=None,
+              help="plate_reader: stop after N epochs of the --epochs-long schedule.")
+@click.option("--arch", type=click.Choice(["base", "wide", "wide48"]), default=None,
+              help="plate_reader: network (base = released 1.0 CRNN; wide = 2x convs + 2-layer BiLSTM; "
+                   "wide48 = wide at 48x144). Default base.")
+@click.option("--holdout-val", is_flag=True,
+              help="plate_reader: keep the real 10% val part out of training and monitor it.")
 def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None, batch: int | None, data: Path | None,
           synth_n: int | None, seed: int | None, synth: bool, real: bool, datasets_dir: Path | None,
           hours: float | None, init: Path | None, resume: bool, quick: bool, install: bool | None,
-          workers: int, device: str, out_dir: Path | None) -> None:
+          workers: int, device: str, out_dir: Path | None, synth_dirs: tuple[Path, ...], lr: float | None,
+          real_share: float | None, stop_after: int | None, arch: str | None, holdout_val: bool) -> None:
     """Train NAME (vehicles, plates, occupants, plate_reader) and export it to ONNX."""
     out_dir = (out_dir or REPO / "runs" / "models" / name).resolve()
     root = datasets_root(datasets_dir)
     if name == "plate_reader":
-        from models.train import plate_reader
-
-        onnx_path = plate_reader.train(
-            out_dir, epochs=epochs or (1 if quick else 30), seed=seed or 0,
-            datasets_root=root if root.is_dir() else None,
-            synth_n=synth_n or (200 if quick else 20000), quick=quick)
+        onnx_path = _train_plate_reader(out_dir, root, epochs=epochs, seed=seed, synth_n=synth_n, quick=quick,
+                                        synth_dirs=synth_dirs, init=init, lr=lr, real_share=real_share,
+                                        stop_after=stop_after, arch=arch, holdout_val=holdout_val)
         if install if install is not None else not quick:
             dest = MODELS_DIR / "plate_reader.onnx"
             if Path(onnx_path).resolve() != dest.resolve():
@@ -88,6 +101,10 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         click.echo(json.dumps({"model": name, "onnx": str(onnx_path)}))
         return
 
+    only_reader = {"--synth-dir": bool(synth_dirs), "--lr": lr is not None, "--real-share": real_share is not None,
+                   "--stop-after": stop_after is not None, "--arch": arch is not None, "--holdout-val": holdout_val}
+    if used := [k for k, v in only_reader.items() if v]:
+        raise click.UsageError(f"{', '.join(used)} only apply to plate_reader, not {name}")
     from models.train.yolo_train import TrainArgs, prepare_dataset, resolve_data_yaml, train_yolo
 
     recipe = load_recipe(name)
@@ -129,6 +146,33 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({k: info[k] for k in ("model", "onnx", "data_hash", "counts", "checkpoint")},
                           indent=2))
+
+
+def _train_plate_reader(out_dir: Path, root: Path, *, epochs: int | None, seed: int | None, synth_n: int | None,
+                        quick: bool, synth_dirs: tuple[Path, ...], init: Path | None, lr: float | None,
+                        real_share: float | None, stop_after: int | None, arch: str | None,
+                        holdout_val: bool) -> Path:
+    """Run models.train.plate_reader.train with the dispatcher's options (the card's stage commands)."""
+    from models.train import plate_reader
+
+    if synth_dirs and synth_n is not None:
+        raise click.UsageError("--synth-n renders a new set; it cannot be combined with --synth-dir")
+    if epochs is not None and stop_after is not None and stop_after > epochs:
+        raise click.BadParameter(f"--stop-after {stop_after} exceeds --epochs {epochs}", param_hint="--stop-after")
+    kwargs: dict[str, Any] = {}
+    if lr is not None:
+        kwargs["lr"] = lr
+    if real_share is not None:
+        kwargs["real_share"] = real_share
+    try:
+        return plate_reader.train(
+            out_dir, epochs=epochs or (1 if quick else 30), seed=seed or 0,
+            datasets_root=root if root.is_dir() else None,
+            synth_n=0 if synth_dirs else (synth_n or (200 if quick else 20000)), quick=quick,
+            synth_dir=list(synth_dirs) or None, init=init, stop_after=stop_after, arch=arch or "base",
+            holdout_val=holdout_val, **kwargs)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.command("info")

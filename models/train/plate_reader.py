@@ -24,6 +24,7 @@ import logging
 import time
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 INPUT_SIZE = (32, 96)  # (h, w)
 MODEL_VERSION = "1.0.0"
+ARCH_VERSION = {"base": "1.0.0", "wide": "2.0.0", "wide48": "2.1.0"}  # `version` metadata per --arch
 NUM_CLASSES = len(CHARSET) + 1  # + CTC blank at index 0
 _CHAR_INDEX = {c: i + 1 for i, c in enumerate(CHARSET)}
 _TWO_ROW_KINDS = {"yellow_double"}
@@ -69,32 +71,68 @@ REAL_SHARE = 0.45  # share of each batch drawn from the real crops
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(num_classes: int = NUM_CLASSES, widths: tuple[int, int, int, int] = (16, 32, 64, 96)) -> Any:
-    """The CRNN: 6 conv layers (height 32 -> 2), 1x1 projection, BiLSTM, per-step classifier."""
+@dataclass(frozen=True)
+class Arch:
+    """One CRNN configuration (`--arch`); `base` is the released 1.x recipe, kept reproducible."""
+
+    name: str
+    input_size: tuple[int, int]          # (h, w)
+    widths: tuple[int, int, int, int, int, int]  # the six conv layers
+    proj: int                            # 1x1 projection channels before the LSTM
+    lstm_hidden: int                     # per direction
+    lstm_layers: int
+
+
+ARCHS: dict[str, Arch] = {
+    # 410k params, 32x96 -> 24 timesteps (the released 1.0 model)
+    "base": Arch("base", (32, 96), (16, 32, 64, 64, 96, 96), 128, 96, 1),
+    # ~1.7M params: 2x wider convs, 2-layer BiLSTM 128/dir (round-2 capacity test)
+    "wide": Arch("wide", (32, 96), (32, 64, 128, 128, 192, 192), 256, 128, 2),
+    # same width at 48x144 (more pixels per province glyph); 36 timesteps
+    "wide48": Arch("wide48", (48, 144), (32, 64, 128, 128, 192, 192), 256, 128, 2),
+}
+
+
+def build_model(num_classes: int = NUM_CLASSES, arch: str | Arch = "base") -> Any:
+    """The CRNN: 6 conv layers (height -> 2), 1x1 projection, BiLSTM, per-step classifier.
+
+    Pools 2x2, 2x2, 2x1, 2x1 (+ one more 2x1 at 48 px high, i.e. 3x1 overall) leave a 2-row
+    map with w/4 timesteps: 24 at 96 px wide, room for 8 characters plus CTC blanks.
+    """
     import torch
     from torch import nn
+
+    cfg = ARCHS[arch] if isinstance(arch, str) else arch
 
     def cbr(i: int, o: int) -> list[nn.Module]:
         return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-    a, b, c, d = widths
+    a, b, c, c2, d, d2 = cfg.widths
+    h_in = cfg.input_size[0]
+    if h_in not in (32, 48):
+        raise ValueError(f"arch {cfg.name}: input height must be 32 or 48, got {h_in}")
+    last_pool: nn.Module = nn.MaxPool2d((2, 1)) if h_in == 32 else nn.MaxPool2d((3, 1))
 
     class CRNN(nn.Module):
+        input_size: tuple[int, int] = cfg.input_size  # read by batching, accuracy and export
+        arch: str = cfg.name
+
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                *cbr(3, a), nn.MaxPool2d(2),            # 16 x 48
-                *cbr(a, b), nn.MaxPool2d(2),            # 8 x 24
-                *cbr(b, c), *cbr(c, c), nn.MaxPool2d((2, 1)),  # 4 x 24
-                *cbr(c, d), *cbr(d, d), nn.MaxPool2d((2, 1)),  # 2 x 24
+                *cbr(3, a), nn.MaxPool2d(2),            # 16 x 48   (24 x 72)
+                *cbr(a, b), nn.MaxPool2d(2),            # 8 x 24    (12 x 36)
+                *cbr(b, c), *cbr(c, c2), nn.MaxPool2d((2, 1)),  # 4 x 24 (6 x 36)
+                *cbr(c2, d), *cbr(d, d2), last_pool,    # 2 x 24    (2 x 36)
             )
-            self.proj = nn.Sequential(nn.Conv1d(d * 2, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
-                                      nn.Dropout(0.1))
-            self.rnn = nn.LSTM(128, 96, bidirectional=True, batch_first=True)
-            self.head = nn.Linear(192, num_classes)
+            self.proj = nn.Sequential(nn.Conv1d(d2 * 2, cfg.proj, 1), nn.BatchNorm1d(cfg.proj),
+                                      nn.ReLU(inplace=True), nn.Dropout(0.1))
+            self.rnn = nn.LSTM(cfg.proj, cfg.lstm_hidden, num_layers=cfg.lstm_layers, bidirectional=True,
+                               batch_first=True, dropout=0.1 if cfg.lstm_layers > 1 else 0.0)
+            self.head = nn.Linear(2 * cfg.lstm_hidden, num_classes)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            """x: [N, 3, 32, 96] BGR 0..255 -> logits [N, T, C]."""
+            """x: [N, 3, H, W] BGR 0..255 -> logits [N, T, C]."""
             f = self.features(x * (1.0 / 127.5) - 1.0)
             n, ch, h, w = f.shape
             f = self.proj(f.reshape(n, ch * h, w)).transpose(1, 2)
@@ -215,7 +253,7 @@ def _render_synth(folder: Path, n: int, seed: int) -> Path:
 
 
 def _make_batch(pools: list[tuple[_Pool, float]], aug: dict[str, Augmenter], rng: np.random.Generator,
-                n: int) -> tuple[np.ndarray, list[str]]:
+                n: int, size: tuple[int, int] = INPUT_SIZE) -> tuple[np.ndarray, list[str]]:
     weights = np.array([w for _, w in pools], np.float64)
     src = rng.choice(len(pools), size=n, p=weights / weights.sum())
     xs, texts = [], []
@@ -223,7 +261,7 @@ def _make_batch(pools: list[tuple[_Pool, float]], aug: dict[str, Augmenter], rng
         pool = pools[int(s)][0]
         i = int(rng.integers(len(pool)))
         img = aug[pool.name](pool.images[i])
-        xs.append(preprocess_plate(img, INPUT_SIZE, pool.two_row[i]))
+        xs.append(preprocess_plate(img, size, pool.two_row[i]))
         texts.append(pool.texts[i])
     return np.stack(xs), texts
 
@@ -247,7 +285,7 @@ def _accuracy(model: Any, pool: _Pool, limit: int = 2000) -> float:
     with torch.no_grad():
         for i in range(0, n, 128):
             idx = range(i, min(n, i + 128))
-            x = np.stack([preprocess_plate(pool.images[j], INPUT_SIZE, pool.two_row[j]) for j in idx])
+            x = np.stack([preprocess_plate(pool.images[j], model.input_size, pool.two_row[j]) for j in idx])
             preds = _decode_logits(model(torch.from_numpy(x)))
             ok += sum(p == pool.texts[j] for p, j in zip(preds, idx, strict=True))
     model.train()
@@ -263,20 +301,22 @@ def export_onnx(model: Any, path: Path, *, data_hash: str, extra: dict[str, str]
     wrapped = _Softmaxed.make(model).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
-    dummy = torch.zeros(2, 3, *INPUT_SIZE)
+    size = tuple(getattr(model, "input_size", INPUT_SIZE))
+    dummy = torch.zeros(2, 3, *size)
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated but handles the LSTM with a dynamic batch
         # (verified: batch 1 and 32 run); its LSTM batch-size warning does not apply since
         # the initial states are zeros created inside the graph.
-        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning, torch.jit.TracerWarning))
         torch.onnx.export(wrapped, (dummy,), str(tmp), input_names=["images"], output_names=["probs"],
                           dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17,
                           dynamo=False)
     m = onnx.load(str(tmp))
     meta = {
         "names": json.dumps({str(k): v for k, v in names_metadata().items()}, ensure_ascii=False),
-        "imgsz": json.dumps(list(INPUT_SIZE)),
-        "version": MODEL_VERSION,
+        "imgsz": json.dumps(list(size)),
+        "version": ARCH_VERSION.get(getattr(model, "arch", "base"), MODEL_VERSION),
+        "arch": getattr(model, "arch", "base"),
         "task": "plate_ocr_ctc",
         "data_hash": data_hash,
         "roadeye_model": "plate_reader",
@@ -307,7 +347,8 @@ def _manifest_hash(pools: list[tuple[_Pool, float]], out_dir: Path) -> str:
 def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | None, synth_n: int,
           quick: bool = False, synth_dir: Path | list[Path] | None = None, holdout_val: bool = False,
           threads: int = 1, steps_per_epoch: int | None = None, init: Path | None = None,
-          lr: float = 2e-3, real_share: float = REAL_SHARE, stop_after: int | None = None) -> Path:
+          lr: float = 2e-3, real_share: float = REAL_SHARE, stop_after: int | None = None,
+          arch: str = "base", export_every: int = 5) -> Path:
     """Train the CRNN on the trainable 70% of plates-cn-crops + rendered plates; export ONNX.
 
     Checkpoints every epoch to out_dir/last.pt and resumes from it when present (same
@@ -317,10 +358,16 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     takes one or more pre-rendered folders instead of rendering `synth_n` crops; `init`
     starts from the weights of an earlier checkpoint / last.pt (fine-tuning, fresh schedule);
     `stop_after` ends the run after that many epochs of the `epochs`-long schedule.
+    `arch` picks the network (ARCHS; "base" is the released 1.0 recipe); `export_every`
+    writes plate_reader_eNNN.onnx every that many epochs (and at the end).
     Returns the path of the exported ONNX file (out_dir/plate_reader.onnx).
     """
     import torch
 
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    if export_every < 1:
+        raise ValueError(f"export_every must be >= 1, got {export_every}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
@@ -373,15 +420,20 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     # resume key: what the run was configured with (a growing synthetic set keeps its key)
     real_lines = [line for p, _ in pools if p.name.startswith(REAL_CROPS) for line in p.manifest]
     run_key = hashlib.sha256("\n".join([*real_lines, str(synth_n), *(str(x.folder) for x in synths),
-                                         str(seed)]).encode()).hexdigest()
+                                         str(seed), *([] if arch == "base" else [arch])]).encode()
+                             ).hexdigest()
 
     rng = np.random.default_rng(seed)
     aug = {p.name: Augmenter(rng, strength=1.0 if p.name.startswith(REAL_CROPS) else 0.6) for p, _ in pools}
 
     # ---- model / optimiser / resume
-    model = build_model()
+    model = build_model(arch=arch)
+    size = ARCHS[arch].input_size
     if init is not None:
-        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
+        init_state = torch.load(init, map_location="cpu", weights_only=False)
+        if init_state.get("arch", "base") != arch:
+            raise ValueError(f"--init {init} holds arch {init_state.get('arch', 'base')!r}, not {arch!r}")
+        model.load_state_dict(init_state["model"])
         log.info("initialised from %s", init)
     total = epochs * steps
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -417,7 +469,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
             reweight()
         losses = []
         for _ in range(steps):
-            x, texts = _make_batch(pools, aug, rng, batch)
+            x, texts = _make_batch(pools, aug, rng, batch, size)
             targets = torch.tensor([i for t in texts for i in encode(t)], dtype=torch.long)
             tlen = torch.tensor([len(t) for t in texts], dtype=torch.long)
             logits = model(torch.from_numpy(x))
@@ -441,8 +493,8 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
         print(json.dumps(rec), flush=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                    "epochs": epochs, "run_key": run_key, "history": history}, ckpt)
-        if not quick and (epoch % 5 == 4 or epoch == epochs - 1 or epoch + 1 == stop_after):
+                    "epochs": epochs, "run_key": run_key, "history": history, "arch": arch}, ckpt)
+        if not quick and ((epoch + 1) % export_every == 0 or epoch == epochs - 1 or epoch + 1 == stop_after):
             export_onnx(model, out_dir / f"plate_reader_e{epoch + 1:03d}.onnx",
                         data_hash=_manifest_hash(pools, out_dir), extra={"epochs": str(epoch + 1), "seed": str(seed)})
     (out_dir / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
@@ -593,6 +645,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--holdout-val", action="store_true")
     t.add_argument("--quick", action="store_true")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--arch", choices=sorted(ARCHS), default="base",
+                   help="network: base = released 1.0 CRNN (32x96, 410k params); wide = 2x conv widths + "
+                        "2-layer BiLSTM 128 (32x96); wide48 = wide at 48x144")
+    t.add_argument("--export-every", type=int, default=5, help="export plate_reader_eNNN.onnx every N epochs")
     t.add_argument("--steps-per-epoch", type=int, default=None, help=f"default {STEPS_PER_EPOCH}")
     e = sub.add_parser("eval", help="evaluate an ONNX file (onnxruntime), print JSON")
     e.add_argument("onnx", type=Path)
@@ -604,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
         p = train(a.out, epochs=a.epochs, seed=a.seed, datasets_root=a.datasets, synth_n=a.synth_n,
                   quick=a.quick, synth_dir=a.synth_dir, holdout_val=a.holdout_val, threads=a.threads,
                   steps_per_epoch=a.steps_per_epoch, init=a.init, lr=a.lr, real_share=a.real_share,
-                  stop_after=a.stop_after)
+                  stop_after=a.stop_after, arch=a.arch, export_every=a.export_every)
         print(p)
     else:
         print(json.dumps(evaluate(a.onnx, a.data, part=a.part), ensure_ascii=False, indent=1))
