@@ -161,18 +161,27 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
                 "counts": prepared.counts, "started": datetime.now(UTC).isoformat(timespec="seconds")}
         out_dir.mkdir(parents=True, exist_ok=True)
         info_path.write_text(json.dumps(info, indent=2))
-        model = YOLO(recipe.architecture)
+        # --init: start from our own earlier checkpoint (never a download). Build the model FROM it:
+        # YOLO(yaml).load(ckpt) builds an 80-class head first, so the class-score convolutions
+        # (12 tensors) would not transfer and the continued run would restart its classifier.
+        model = YOLO(args.init) if args.init else YOLO(recipe.architecture)
         if args.init:
-            model.load(args.init)  # our own earlier weights (never a download)
+            _check_init(model, args.init, recipe)
         kwargs: dict[str, Any] = dict(
             data=str(prepared.data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
             workers=args.workers, device=args.device, project=str(out_dir), name="run", exist_ok=True,
-            pretrained=False, cache=args.cache, amp=False, plots=False, seed=args.seed, deterministic=False,
+            # pretrained=False would make ultralytics rebuild the model with random weights even when it
+            # was loaded from --init; True reuses the already-loaded local checkpoint (no download)
+            pretrained=bool(args.init), cache=args.cache, amp=False, plots=False, seed=args.seed, deterministic=False,
             patience=max(args.epochs + 1, 100), verbose=False,
         )
         if args.hours:
             kwargs["time"] = args.hours
         kwargs.update(recipe.augment)
+        if args.init:
+            # the default bias warm-up (lr 0.1 falling to lr0) is for random weights; with AdamW it would
+            # shove every bias of an already trained model by ~0.1 per step in the first iterations
+            kwargs["warmup_bias_lr"] = 0.0
         model.train(**kwargs)
     if not last.is_file():
         raise RuntimeError(f"training finished without a checkpoint at {last}")
@@ -188,6 +197,15 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
                  "train_seconds_this_call": round(time.time() - t0, 1), "checkpoint": ckpt})
     info_path.write_text(json.dumps(info, indent=2))
     return info
+
+
+def _check_init(model: Any, init: str, recipe: Recipe) -> None:
+    """An --init checkpoint must have the recipe's classes, in order (its head is reused as is)."""
+    names = getattr(model, "names", None) or {}
+    have = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    if have != recipe.classes:
+        raise ValueError(f"--init {init}: checkpoint classes {have} differ from recipe {recipe.name!r} "
+                         f"classes {recipe.classes}")
 
 
 def _finished(last: Path) -> bool:
