@@ -45,6 +45,18 @@ class VehicleResult:
     occupants: OccupantObs | None
 
 
+@dataclass(frozen=True, slots=True)
+class CropPlan:
+    """Which full-resolution crops a vehicle gets this frame."""
+
+    plate: bool = True
+    occupants: bool = True
+
+
+FULL = CropPlan()
+SKIP = CropPlan(plate=False, occupants=False)
+
+
 @dataclass(slots=True)
 class FrameResult:
     frame: Frame
@@ -206,20 +218,28 @@ class Cascade:
 
     def run(self, frames: Sequence[Frame],
             crop_filter: Callable[[Frame, np.ndarray], bool] | None = None) -> list[FrameResult]:
-        """`crop_filter(frame, vehicle_box)`: only vehicles it accepts get plate / occupant crops
-        (the pipeline passes the camera's capture zone: nothing outside it is decided)."""
+        """All stages at once. `crop_filter(frame, vehicle_box)`: only vehicles it accepts get
+        plate / occupant crops. The pipeline uses `locate` + `inspect` instead, tracking in
+        between, so it can skip crops a track no longer needs."""
+        located = self.locate(frames)
+
+        def plan(fi: int, vi: int, v: VehicleResult) -> CropPlan:
+            ok = crop_filter is None or crop_filter(located[fi].frame, v.box)
+            return FULL if ok else SKIP
+
+        return self.inspect(located, plan)
+
+    def locate(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """Vehicles and their windshields (no crops yet): what the tracker needs."""
         all_dets = self.detect_vehicles(frames)
         wid = self._vnames["windshield"]
         vehicle_ids = [self._vnames[c] for c in VEHICLE_CLASSES if c in self._vnames]
         id_to_name = {i: n for n, i in self._vnames.items()}
-
-        # per frame: vehicles and their windshields
-        per_frame: list[list[dict[str, Any]]] = []
-        for dets in all_dets:
+        out: list[FrameResult] = []
+        for f, dets in zip(frames, all_dets, strict=True):
             veh = dets.with_class(vehicle_ids)
             ws = dets.with_class(wid)
             ws = ws[ws.confidence >= self.vehicle_conf * 0.7]
-            rows: list[dict[str, Any]] = []
             order = np.argsort(-veh.confidence, kind="stable").tolist()
             pairs = [(windshield_fit(ws.xyxy[j], veh.xyxy[i]) * float(ws.confidence[j]), i, j)
                      for i in order if id_to_name[int(veh.class_id[i])] in FOUR_WHEELERS for j in range(len(ws))]
@@ -231,11 +251,21 @@ class Cascade:
                 if sc > 0 and i not in owner and j not in taken:
                     owner[i] = j
                     taken.add(j)
-            for i in order:
-                rows.append({"box": veh.xyxy[i], "conf": float(veh.confidence[i]),
-                             "cls": id_to_name[int(veh.class_id[i])],
-                             "ws": ws.xyxy[owner[i]] if i in owner else None, "plate": None, "occ": None})
-            per_frame.append(rows)
+            out.append(FrameResult(f, [
+                VehicleResult(veh.xyxy[i], float(veh.confidence[i]), id_to_name[int(veh.class_id[i])],
+                              ws.xyxy[owner[i]] if i in owner else None, None, None)
+                for i in order]))
+        return out
+
+    def inspect(self, located: Sequence[FrameResult],
+                plan: Callable[[int, int, VehicleResult], CropPlan] | None = None) -> list[FrameResult]:
+        """Full-resolution crops -> plates, occupants, plate reader, batched across every
+        vehicle of every frame. `plan(frame index, vehicle index, vehicle)` says which crops a
+        vehicle gets (default: both)."""
+        frames = [r.frame for r in located]
+        per_frame: list[list[dict[str, Any]]] = [
+            [{"box": v.box, "conf": v.confidence, "cls": v.cls, "ws": v.windshield_box, "plate": None, "occ": None}
+             for v in r.vehicles] for r in located]
 
         # crops at full resolution, batched across every vehicle of every frame
         t0 = time.perf_counter()
@@ -250,15 +280,14 @@ class Cascade:
                 b = r["box"]
                 if b[3] - b[1] < self.min_vehicle_px or r["conf"] < self.vehicle_conf:
                     continue
-                if crop_filter is not None and not crop_filter(f, b):
-                    continue
-                if self.plates is not None:
+                want = FULL if plan is None else plan(fi, vi, located[fi].vehicles[vi])
+                if self.plates is not None and want.plate:
                     # a little margin, as in training (0-12 %): a plate at the bumper's edge stays whole
                     c = _clip_box(expand(b, self.vehicle_margin), w, h)
                     if c[2] - c[0] > 8 and c[3] - c[1] > 8:
                         plate_jobs.append((fi, vi, c))
                         plate_imgs.append(f.image[c[1]:c[3], c[0]:c[2]])
-                if self.occupants is not None and r["ws"] is not None:
+                if self.occupants is not None and r["ws"] is not None and want.occupants:
                     c = _clip_box(expand(r["ws"], self.windshield_margin), w, h)
                     if c[2] - c[0] > 8 and c[3] - c[1] > 8:
                         occ_jobs.append((fi, vi, c))

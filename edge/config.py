@@ -71,6 +71,12 @@ class ModelsConfig(_Strict):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime providers in preference order; CPU is always the fallback.",
     )
+    cpu_threads: int | None = Field(default=None, ge=1, le=256,
+                                    description="onnxruntime intra-op threads per model on the CPU provider "
+                                                "(None: one per physical core).")
+    cpu_spin: bool = Field(default=False,
+                           description="Let onnxruntime's CPU threads busy-wait between operators: lower latency "
+                                       "on an otherwise idle box, but it starves the decode threads.")
     vehicle_conf: float = Field(default=0.35, ge=0, le=1, description="Vehicle detection threshold.")
     plate_conf: float = Field(default=0.35, ge=0, le=1, description="Plate detection threshold.")
     occupant_conf: float = Field(default=0.25, ge=0, le=1, description="Occupant detection threshold.")

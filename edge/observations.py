@@ -75,6 +75,22 @@ class TrackHistory:
     #: per violation type, the best frame showing it (and "plate": the best plate frame)
     best: dict[str, EvidenceCandidate] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
+    #: confident plate reads per text, and analysed frames since the plate was last looked for
+    confident_reads: dict[str, int] = field(default_factory=dict)
+    frames_since_plate: int = 0
+
+    def note_plate(self, plate: PlateObs | None, min_conf: float) -> None:
+        """Count this frame's plate read (None: the plate was not looked for or not found)."""
+        if plate is None:
+            self.frames_since_plate += 1
+            return
+        self.frames_since_plate = 0
+        worst = min(plate.char_confidences) if plate.char_confidences else plate.read_confidence
+        if plate.text and worst >= min_conf:  # every character read at min_conf or better
+            self.confident_reads[plate.text] = self.confident_reads.get(plate.text, 0) + 1
+
+    def plate_settled(self, reads: int) -> bool:
+        return any(n >= reads for n in self.confident_reads.values())
 
     def offer(self, key: str, score: float, frame: Frame, obs: Observation,
               privacy: tuple[np.ndarray, ...] = ()) -> None:

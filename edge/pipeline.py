@@ -1,8 +1,12 @@
 """The edge pipeline: ONE loop of named stages per tick.
 
     frames (one per camera that has a new one)
-      -> cascade      (vehicles, crops, plates, occupants, plate reader; batched across cameras)
-      -> track        (ByteTrack per camera; observations appended to each track's history)
+      -> locate       (vehicles + windshields on the downscaled frames; batched across cameras)
+      -> track        (ByteTrack per camera: which vehicle is which track)
+      -> inspect      (full-resolution crops -> plates, occupants, plate reader; only what each
+                       track still needs: in the capture zone, a driver big enough to count,
+                       a plate not yet read with confidence; batched across cameras)
+      -> record       (observations appended to each track's history)
       -> decide       (rules over ended tracks: k-of-n, zones, thresholds; one event per type)
       -> evidence     (JPEG overview / driver / plate crops, passengers blurred, SHA-256, sign)
       -> sink         (outbox before publishing, or a JSONL file in replay)
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.camera import CameraCalibration, ViolationThreshold
-from edge.cascade import Cascade, FrameResult
+from edge.cascade import FULL, SKIP, Cascade, CropPlan, FrameResult, VehicleResult
 from edge.event import EventMessage, ModelRef, ViolationType
 from edge.eventbuild import DeviceIdentity, build_message
 from edge.metrics import EdgeMetrics
@@ -63,12 +67,19 @@ class Pipeline:
     def __init__(self, cascade: Cascade, cameras: dict[str, CameraState], device: DeviceIdentity,
                  models: list[ModelRef], sink: Sink, metrics: EdgeMetrics | None = None,
                  event_id_seed: str | None = None, max_track_observations: int = 600,
-                 dedup_window_s: float = 30.0) -> None:
+                 dedup_window_s: float = 30.0, plate_settle_reads: int = 3, plate_settle_conf: float = 0.8,
+                 plate_refresh_every: int = 4) -> None:
         self.cascade, self.cameras, self.device = cascade, cameras, device
         self.models, self.sink, self.metrics = models, sink, metrics
         self.event_id_seed = event_id_seed
         self.max_track_observations = max_track_observations
         self.dedup_window_s = dedup_window_s
+        #: a track whose plate was read the same way `plate_settle_reads` times at
+        #: `plate_settle_conf` is "settled": its plate is then only looked for every
+        #: `plate_refresh_every` frames (a nearer, sharper plate crop for the evidence)
+        self.plate_settle_reads, self.plate_settle_conf = plate_settle_reads, plate_settle_conf
+        self.plate_refresh_every = plate_refresh_every
+        self.crops_skipped = {"plate": 0, "occupants": 0}
         self.stage_ms: dict[str, float] = defaultdict(float)
         self.frames_analysed = 0
         self.events_emitted = 0
@@ -86,23 +97,44 @@ class Pipeline:
         if not frames:
             return []
         t0 = time.perf_counter()
-        results = self.cascade.run(frames, self._in_zone)
+        located = self.cascade.locate(frames)
         t1 = time.perf_counter()
-        self._observe("cascade", t1 - t0)
-        ended: list[tuple[CameraState, TrackHistory]] = []
-        for res in results:
-            ended.extend(self._track(res))
+        ids = [self._assign(res) for res in located]
         t2 = time.perf_counter()
-        self._observe("track", t2 - t1)
+        results = self.cascade.inspect(located, lambda fi, vi, v: self._plan(located[fi].frame, ids[fi][vi], v))
+        t3 = time.perf_counter()
+        ended: list[tuple[CameraState, TrackHistory]] = []
+        for res, tids in zip(results, ids, strict=True):
+            ended.extend(self._record(res, tids))
+        t4 = time.perf_counter()
+        self._observe("cascade", (t1 - t0) + (t3 - t2))
+        self._observe("track", (t2 - t1) + (t4 - t3))
         self.frames_analysed += len(frames)
         if self.metrics is not None:
             for f in frames:
                 self.metrics.frames_analysed.labels(f.camera_id).inc()
         return self._finish(ended)
 
-    def _in_zone(self, frame: Frame, box: np.ndarray) -> bool:
-        cam = self.cameras.get(frame.camera_id)
-        return cam is None or in_capture_zone(box, cam.calibration.zones)
+    def _plan(self, frame: Frame, tid: int, v: VehicleResult) -> CropPlan:
+        """The crops this vehicle still needs; every skipped crop is CPU for other vehicles."""
+        cam = self.cameras[frame.camera_id]
+        if tid < 0 or not in_capture_zone(v.box, cam.calibration.zones):
+            return SKIP  # unconfirmed (never recorded) or outside the zone (never decided)
+        occupants = True
+        ws = v.windshield_box
+        if ws is not None:
+            # the driver cannot be taller than the windshield: below every threshold's minimum
+            # driver size, the frame could not count for any rule
+            min_px = min(cam.threshold(t).min_driver_px for t in ViolationType)
+            occupants = float(ws[3] - ws[1]) * (1 + 2 * self.cascade.windshield_margin) >= min_px
+        hist = cam.histories.get(tid)
+        plate = hist is None or not hist.plate_settled(self.plate_settle_reads) or \
+            hist.frames_since_plate + 1 >= self.plate_refresh_every
+        if not plate:
+            self.crops_skipped["plate"] += 1
+        if not occupants:
+            self.crops_skipped["occupants"] += 1
+        return FULL if plate and occupants else CropPlan(plate=plate, occupants=occupants)
 
     def flush(self) -> list[EventMessage]:
         """End every track (end of replay, shutdown) and decide them."""
@@ -118,15 +150,18 @@ class Pipeline:
         return self._finish(ended)
 
     # -- stages ----------------------------------------------------------------------------
-    def _track(self, res: FrameResult) -> list[tuple[CameraState, TrackHistory]]:
+    def _assign(self, res: FrameResult) -> list[int]:
+        """Track ids for the located vehicles, in order (-1: not (yet) a confirmed track)."""
+        cam = self.cameras[res.frame.camera_id]
+        cam.frames += 1
+        tracked = cam.tracker.update(res.detections(self.cascade.vehicle_class_index))
+        return [int(t) for t in tracked.tracker_id]
+
+    def _record(self, res: FrameResult, tids: list[int]) -> list[tuple[CameraState, TrackHistory]]:
         frame = res.frame
         cam = self.cameras[frame.camera_id]
-        cam.frames += 1
-        dets = res.detections(self.cascade.vehicle_class_index)
-        tracked = cam.tracker.update(dets)
         windshields = [v.windshield_box for v in res.vehicles if v.windshield_box is not None]
-        for i, v in enumerate(res.vehicles):
-            tid = int(tracked.tracker_id[i])
+        for v, tid in zip(res.vehicles, tids, strict=True):
             if tid < 0:
                 continue
             obs = Observation(
@@ -139,6 +174,7 @@ class Pipeline:
             if hist is None:
                 hist = cam.histories[tid] = TrackHistory(frame.camera_id, tid)
             hist.observations.append(obs)
+            hist.note_plate(obs.plate, self.plate_settle_conf)
             privacy: tuple[np.ndarray, ...] = tuple(
                 w for w in windshields if v.windshield_box is None or w is not v.windshield_box)
             if v.occupants is not None:

@@ -65,7 +65,8 @@ def replay_config(video: Path, analysis_fps: float = 5.0, decoder: str = "opencv
 def build_models(cfg: EdgeConfig) -> LoadedModels:
     m = cfg.models
     return load_models(cfg.resolve(m.vehicles) or m.vehicles, cfg.resolve(m.occupants), cfg.resolve(m.plates),
-                       cfg.resolve(m.plate_reader), m.providers, m.vehicle_conf, m.plate_conf, m.occupant_conf)
+                       cfg.resolve(m.plate_reader), m.providers, m.vehicle_conf, m.plate_conf, m.occupant_conf,
+                       threads=m.cpu_threads, spin=m.cpu_spin)
 
 
 def build_cascade(cfg: EdgeConfig, models: LoadedModels) -> Cascade:
@@ -197,6 +198,7 @@ class ReplayStats:
     wall_s: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
     by_violation: dict[str, int] = field(default_factory=dict)
+    crops_skipped: dict[str, int] = field(default_factory=dict)
 
 
 def replay_frames(sources: list[ReplaySource]) -> Iterator[list[Frame]]:
@@ -230,6 +232,7 @@ def run_replay(pipeline: Pipeline, sources: list[ReplaySource],
     stats.events = pipeline.events_emitted
     stats.wall_s = time.perf_counter() - t0
     stats.stage_ms = dict(pipeline.stage_ms)
+    stats.crops_skipped = dict(pipeline.crops_skipped)
     return stats
 
 
@@ -350,6 +353,7 @@ def summary_rows(stats: ReplayStats) -> list[tuple[str, Any]]:
         ("wall time (s)", f"{stats.wall_s:.1f}"), ("decoded fps", f"{fps:.1f}"),
         ("events", stats.events),
     ]
+    rows += [(f"{k} crops skipped (not needed)", v) for k, v in sorted(stats.crops_skipped.items())]
     rows += [(f"  {k}", v) for k, v in sorted(stats.by_violation.items())]
     n = max(stats.frames_analysed, 1)
     rows += [(f"ms/frame {k}", f"{v / n:.1f}") for k, v in sorted(stats.stage_ms.items())]

@@ -50,6 +50,23 @@ def with_cpu_fallback(providers: list[str]) -> list[str]:
     return chosen
 
 
+def session_options(threads: int | None = None, spin: bool = False) -> Any:
+    """onnxruntime CPU session options shared by every model.
+
+    Spinning is off by default: onnxruntime's intra-op threads otherwise busy-wait between
+    operators, which steals the cores the decode thread needs; measured on the 2-core build box
+    under load, a 2-thread session ran the vehicles model in 108 ms with spinning and 22 ms
+    without. `threads` None keeps onnxruntime's default (one per physical core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return opts
+
+
 @dataclass
 class LoadedModels:
     vehicles: Any
@@ -61,7 +78,7 @@ class LoadedModels:
 
 def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, plate_reader: Path | None,
                 providers: list[str], vehicle_conf: float = 0.35, plate_conf: float = 0.35,
-                occupant_conf: float = 0.25) -> LoadedModels:
+                occupant_conf: float = 0.25, threads: int | None = None, spin: bool = False) -> LoadedModels:
     """Load (and warm up) every model; a missing required file is a clear error."""
     from edge.detectors.plate_reader import OnnxPlateReader
     from edge.detectors.yolo import OnnxYoloDetector
@@ -70,7 +87,7 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
     refs: list[ModelRef] = []
 
     def yolo(path: Path, conf: float) -> Any:
-        det = OnnxYoloDetector(path, providers=provs, conf=conf)
+        det = OnnxYoloDetector(path, providers=provs, conf=conf, threads=threads, spin=spin)
         log.info("%s runs on %s", path.name, det.provider)
         refs.append(model_ref(path, det.metadata))
         return det
@@ -88,7 +105,7 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
         log.warning("plates model %s not found: events will carry no plate", plates)
     r = None
     if p is not None and plate_reader is not None and Path(plate_reader).is_file():
-        r = OnnxPlateReader(plate_reader, providers=provs)
+        r = OnnxPlateReader(plate_reader, providers=provs, threads=threads, spin=spin)
         log.info("%s runs on %s", Path(plate_reader).name, r.provider)
         refs.append(model_ref(plate_reader, r.metadata))
     elif plate_reader is not None:

@@ -171,22 +171,6 @@ def ctc_greedy_decode(probs: npt.NDArray[np.floating], charset: Sequence[str],
     return PlateText("".join(chars), tuple(confs), conf)
 
 
-def _providers(requested: list[str] | None) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if not requested:
-        return ["CPUExecutionProvider"]
-    chosen = [p for p in requested if p in available]
-    missing = [p for p in requested if p not in available]
-    if missing:
-        log.warning("plate_reader: execution providers %s not available (have %s); falling back",
-                    missing, available)
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
-
-
 class OnnxPlateReader:
     """Reads plate crops with the exported CRNN/CTC ONNX model.
 
@@ -194,16 +178,17 @@ class OnnxPlateReader:
     retrained model with another vocabulary or size needs no code change.
     """
 
-    def __init__(self, model_path: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(self, model_path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 spin: bool = False) -> None:
         import onnxruntime as ort
+
+        from edge.detectors import session_options, with_cpu_fallback
 
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"plate reader model not found: {path}")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                            providers=_providers(providers))
+        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads, spin),
+                                            providers=with_cpu_fallback(providers or ["CPUExecutionProvider"]))
         self.provider: str = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         for key in ("names", "imgsz"):

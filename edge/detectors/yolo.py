@@ -197,6 +197,7 @@ class OnnxYoloDetector:
         batch: int = 8,
         *,
         threads: int | None = None,
+        spin: bool = False,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -208,10 +209,9 @@ class OnnxYoloDetector:
         self.model_path = path
         self.conf = float(conf)
         self.iou = float(iou)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
+        from edge.detectors import session_options
+
+        opts = session_options(threads, spin)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts,
                                                 providers=resolve_providers(providers))

@@ -141,9 +141,20 @@ def test_vehicle_outside_capture_zone_gives_no_event() -> None:
 def test_per_camera_thresholds_apply() -> None:
     cal = CameraCalibration(camera_id="cam1", image_size=(1920, 1080),
                             thresholds={"no_seatbelt": ViolationThreshold(k=3, n=8, min_driver_px=200)})
-    p, out, _ = make(cal)
+    p, out, cas = make(cal)
     run(p, scene_frames([BELTLESS], 8))
     assert out == []  # driver is ~120 px: too small for this camera
+    assert cas.occupants.images_seen == 8  # type: ignore[union-attr]  # phone_use still counts at 48 px
+
+
+def test_windshields_too_low_for_any_rule_are_not_cropped() -> None:
+    big = ViolationThreshold(k=3, n=8, min_driver_px=400)
+    cal = CameraCalibration(camera_id="cam1", image_size=(1920, 1080),
+                            thresholds={"no_seatbelt": big, "phone_use": big})
+    p, out, cas = make(cal)
+    run(p, scene_frames([BELTLESS, PHONER], 8))
+    assert out == []
+    assert cas.occupants.images_seen == 0 and p.crops_skipped["occupants"] == 16  # type: ignore[union-attr]
 
 
 def test_plate_voted_across_frames_despite_misreads() -> None:
@@ -153,7 +164,8 @@ def test_plate_voted_across_frames_despite_misreads() -> None:
     (m,) = out
     assert m.event.plate is not None
     assert m.event.plate.text == "皖A12345"
-    assert m.event.plate.frames == 10
+    # reads 1, 3, 5 agree (settled), frames 6-8 skip the plate, frame 9 refreshes it (misread 6)
+    assert m.event.plate.frames == reader.calls == 6
 
 
 def test_two_cameras_in_one_tick_are_batched() -> None:
@@ -183,3 +195,27 @@ def test_blur_destroys_detail() -> None:
     assert lap(out[60:140, 60:140]) < 0.01 * lap(img[60:140, 60:140])
     assert np.array_equal(out[:, 160:], img[:, 160:])  # outside untouched
     assert not np.array_equal(out, img)
+
+
+def test_a_settled_plate_is_only_refreshed_and_far_or_unconfirmed_vehicles_get_no_crops() -> None:
+    """Crops are planned per track: after 3 confident identical reads the plate is looked for
+    every 4th frame only (for a nearer evidence crop); the event keeps the right plate."""
+    reader = GrayPlateReader()
+    p, out, cas = make(reader=reader)
+    n = 16
+    run(p, scene_frames([BELTLESS], n))
+    assert [(m.event.violation.value, m.event.plate.text if m.event.plate else None) for m in out] == \
+        [("no_seatbelt", "皖A12345")]
+    plates = cas.plates
+    assert plates is not None
+    # frames 1-3 settle it, then 1 in 4 (frames 7, 11, 15): 6 plate detections instead of 16
+    assert reader.calls == 6 and p.crops_skipped["plate"] == n - 6
+    assert cas.occupants.images_seen == n  # type: ignore[union-attr]
+
+
+def test_plate_refresh_every_frame_when_reads_disagree() -> None:
+    reader = GrayPlateReader(garble={2: 3, 3: 4})  # reads 2 and 3 differ: settles only at read 5
+    p, out, _ = make(reader=reader)
+    run(p, scene_frames([BELTLESS], 9))
+    assert out and out[0].event.plate is not None and out[0].event.plate.text == "皖A12345"
+    assert reader.calls == 5 + 1  # 5 to settle (3 agreeing), then the 4th frame after (frame 9)
