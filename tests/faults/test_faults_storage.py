@@ -199,9 +199,11 @@ def test_postgres_down_collector_stops_acking_broker_keeps_messages(mosquitto, d
         wait_until(lambda: store.count_events() >= 40, 60, "first events stored")
         pg.stop("immediate")
         time.sleep(6.0)
-        # the edge's outbox drained into the broker: the broker holds what the collector could not store
+        # the broker took (PUBACKed) the events; the collector could not store them, so no receipts
+        # came and the edge still holds them too (parked, waiting for a receipt)
         edge_outbox = sqlite3.connect(f"file:{tmp_path / 'outbox.db'}?mode=ro", uri=True)
-        depth = edge_outbox.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        depth, parked = edge_outbox.execute(
+            "SELECT COUNT(*) FILTER (WHERE puback_at IS NULL), COUNT(puback_at) FROM outbox").fetchone()
         edge_outbox.close()
         produced_during = len(produced_ids(tmp_path / "produced.log"))
         assert col.alive(), col.log_tail()
@@ -211,9 +213,10 @@ def test_postgres_down_collector_stops_acking_broker_keeps_messages(mosquitto, d
         wait_until(lambda: store.count_events() >= n, 90, f"all {n} stored after PostgreSQL returned")
         recovery = time.monotonic() - t0
         time.sleep(1.0)
-        t = tally("postgres-down", expected_ids(run, n), store, recovery, edge_outbox_depth_during=depth,
-                  produced_when_db_back=produced_during)
-        assert depth <= 25, f"the broker did not take the events while the database was down: outbox {depth}"
+        t = tally("postgres-down", expected_ids(run, n), store, recovery, edge_unsent_during=depth,
+                  edge_awaiting_receipt_during=parked, produced_when_db_back=produced_during)
+        assert depth <= 25, f"the broker did not take the events while the database was down: {depth} unsent"
+        assert parked >= 40, f"the edge forgot events no collector had stored: only {parked} kept"
         assert "storing" in col.log_tail(200000) or "failed" in col.log_tail(200000)
         assert_exactly_once(t)
         assert t.dead_letters == 0
