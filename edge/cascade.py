@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.detectors.base import Detector, Image
 from edge.observations import OccupantObs, PlateObs
-from edge.types import Detections, Frame
+from edge.types import Detections, Frame, box_iou
 
 
 class PlateReader(Protocol):
@@ -105,6 +105,21 @@ def _dynamic_hw(det: Any) -> bool:
     return len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
 
 
+def suppress_duplicates(d: Detections, iou: float) -> Detections:
+    """Class-agnostic greedy NMS. The NMS-free YOLO export picks its top boxes over (anchor,
+    class) pairs, so one vehicle can come out twice (say "car" 0.8 and "van" 0.4, same box);
+    the tracker would then follow it as two vehicles and split its frames between them."""
+    if len(d) < 2:
+        return d
+    order = np.argsort(-d.confidence, kind="stable")
+    ious = box_iou(d.xyxy[order], d.xyxy[order])
+    keep: list[int] = []
+    for i in range(len(order)):
+        if all(ious[i, j] < iou for j in keep):
+            keep.append(i)
+    return d[np.sort(order[keep])]
+
+
 def windshield_fit(ws: np.ndarray, veh: np.ndarray) -> float:
     """How well a windshield box belongs to a vehicle box: mostly inside it, horizontally
     centred, in its upper part (0 when under 60 % inside)."""
@@ -142,6 +157,7 @@ class Cascade:
     windshield_margin: float = 0.08  # occupants were trained on windshield crops with 2-15 % margin
     vehicle_margin: float = 0.05
     rect_vehicles: bool = True
+    duplicate_iou: float = 0.7  # two vehicle (or windshield) boxes overlapping this much are one
     timer: Callable[[str, float], None] | None = None  # (stage, seconds) for metrics
     _vnames: dict[str, int] = field(init=False)
 
@@ -237,9 +253,9 @@ class Cascade:
         id_to_name = {i: n for n, i in self._vnames.items()}
         out: list[FrameResult] = []
         for f, dets in zip(frames, all_dets, strict=True):
-            veh = dets.with_class(vehicle_ids)
+            veh = suppress_duplicates(dets.with_class(vehicle_ids), self.duplicate_iou)
             ws = dets.with_class(wid)
-            ws = ws[ws.confidence >= self.vehicle_conf * 0.7]
+            ws = suppress_duplicates(ws[ws.confidence >= self.vehicle_conf * 0.7], self.duplicate_iou)
             order = np.argsort(-veh.confidence, kind="stable").tolist()
             pairs = [(windshield_fit(ws.xyxy[j], veh.xyxy[i]) * float(ws.confidence[j]), i, j)
                      for i in order if id_to_name[int(veh.class_id[i])] in FOUR_WHEELERS for j in range(len(ws))]

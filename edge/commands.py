@@ -97,9 +97,11 @@ def keygen(out_dir: str, device_id: str, force: bool) -> None:
 @click.option("--drain-timeout", type=float, default=60.0, show_default=True,
               help="With a broker: seconds to wait for every event's PUBACK before exiting.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
+              help="Write every ended track's observations and rule verdicts as JSONL (for `score --trace`).")
 def replay(video: str, config_file: str | None, out_file: str | None, realtime: bool,
            analysis_fps: float | None, decoder: str | None, start_time: datetime | None,
-           drain_timeout: float, no_progress: bool) -> None:
+           drain_timeout: float, no_progress: bool, trace_file: str | None) -> None:
     """Replay a recorded clip through the pipeline (deterministic: same clip, same events)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -170,7 +172,11 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
 
     # a replay's event ids derive from the clip, so replaying it again is idempotent downstream
     seed = f"{vpath.name}:{vpath.stat().st_size}"
-    pipeline = Pipeline(cascade, cams, device, models.refs, FanOut(*sinks), event_id_seed=seed)
+    from edge.trace import TraceWriter
+
+    trace_fh = open(trace_file, "w", encoding="utf-8") if trace_file else None  # noqa: SIM115 - closed below
+    pipeline = Pipeline(cascade, cams, device, models.refs, FanOut(*sinks), event_id_seed=seed,
+                        trace=TraceWriter(trace_fh) if trace_fh else None)
     total = sum(s.frame_count for s in sources) or None
     try:
         with Progress(TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -184,8 +190,9 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
             console.print(f"waiting up to {drain_timeout:.0f}s for {what} {outbox.depth()[0]} event(s)...")
             drained = publisher.wait_drained(drain_timeout)
     finally:
-        if fh is not None:
-            fh.close()
+        for f in (fh, trace_fh):
+            if f is not None:
+                f.close()
         if publisher is not None:
             publisher.stop()
     table = Table(title=f"replay of {vpath.name}")
@@ -216,12 +223,15 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
               help="Camera YAML whose capture zone bounds what is decidable (default: <clip>.camera.yaml "
                    "beside the ground truth, if present).")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@click.option("--trace", "trace_file", type=click.Path(exists=True, dir_okay=False),
+              help="Track trace of the replay (`replay --trace`): say why each missed violation was missed.")
 def score(groundtruth: str, events: str, iou: float, min_driver_px: float, analysis_fps: float,
-          camera_yaml: str | None, json_out: str | None) -> None:
+          camera_yaml: str | None, json_out: str | None, trace_file: str | None) -> None:
     """Violation precision/recall, plate exact match and duplicates of a replay vs ground truth."""
     from edge.camera import CalibrationFileError, load_camera
     from edge.score import GroundTruthError, load_events, load_ground_truth
     from edge.score import score as do_score
+    from edge.trace import load_traces
 
     try:
         gt = load_ground_truth(groundtruth)
@@ -230,9 +240,11 @@ def score(groundtruth: str, events: str, iou: float, min_driver_px: float, analy
             beside = Path(groundtruth).with_name(Path(groundtruth).name.replace(".groundtruth.json", ".camera.yaml"))
             camera_yaml = str(beside) if beside.is_file() and beside.name != Path(groundtruth).name else None
         zones = load_camera(camera_yaml).zones if camera_yaml else None
+        traces = load_traces(trace_file) if trace_file else None
     except (GroundTruthError, CalibrationFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    s = do_score(gt, evs, iou_min=iou, min_driver_px=min_driver_px, analysis_fps=analysis_fps, zones=zones)
+    s = do_score(gt, evs, iou_min=iou, min_driver_px=min_driver_px, analysis_fps=analysis_fps, zones=zones,
+                 traces=traces)
     d = s.to_dict()
     text = json.dumps(d, indent=2, ensure_ascii=False)
     click.echo(text)
@@ -249,6 +261,9 @@ def score(groundtruth: str, events: str, iou: float, min_driver_px: float, analy
     t.add_row("events", str(s.events), "")
     for v, p in sorted(s.per_violation.items()):
         t.add_row(f"  {v}", f"events {p['events']}, detected {p['detected']}/{p['decidable']}", "")
+    for m in s.missed:
+        if "why" in m:
+            t.add_row(f"missed {m['violation']} #{m['vehicle']}", str(m["why"]), "")
     _console().print(t)
 
 

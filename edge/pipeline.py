@@ -22,6 +22,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from edge.metrics import EdgeMetrics
 from edge.observations import Observation, TrackHistory
 from edge.plates import vote_plate
 from edge.rules import decide_all, driver_observed, frame_verdict, in_capture_zone
+from edge.trace import track_record
 from edge.tracking import ByteTrack
 from edge.types import Frame
 
@@ -68,7 +70,8 @@ class Pipeline:
                  models: list[ModelRef], sink: Sink, metrics: EdgeMetrics | None = None,
                  event_id_seed: str | None = None, max_track_observations: int = 600,
                  dedup_window_s: float = 30.0, plate_settle_reads: int = 3, plate_settle_conf: float = 0.8,
-                 plate_refresh_every: int = 4) -> None:
+                 plate_refresh_every: int = 4,
+                 trace: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cascade, self.cameras, self.device = cascade, cameras, device
         self.models, self.sink, self.metrics = models, sink, metrics
         self.event_id_seed = event_id_seed
@@ -80,6 +83,8 @@ class Pipeline:
         self.plate_settle_reads, self.plate_settle_conf = plate_settle_reads, plate_settle_conf
         self.plate_refresh_every = plate_refresh_every
         self.crops_skipped = {"plate": 0, "occupants": 0}
+        #: called with `edge.trace.track_record` of every ended track (replay --trace)
+        self.trace = trace
         self.stage_ms: dict[str, float] = defaultdict(float)
         self.frames_analysed = 0
         self.events_emitted = 0
@@ -213,8 +218,10 @@ class Pipeline:
         for cam, hist in ended:
             t0 = time.perf_counter()
             thresholds = {v.value: cam.threshold(v) for v in ViolationType}
-            decisions = [d for d in decide_all(hist.observations, thresholds)
-                         if d.violation.value not in hist.decided]
+            decided = decide_all(hist.observations, thresholds)
+            if self.trace is not None:
+                self.trace(track_record(hist.camera_id, hist, thresholds, decided))
+            decisions = [d for d in decided if d.violation.value not in hist.decided]
             reads = [p for o in hist.observations if (p := o.plate) is not None and p.text]
             plate = vote_plate([_Read(p.text or "", p.char_confidences, p.read_confidence) for p in reads])
             t1 = time.perf_counter()

@@ -115,7 +115,10 @@ def decidable(vehicle: dict[str, Any], min_driver_px: float, min_frames: int, zo
 
 def score(gt: dict[str, Any], events: list[ViolationEvent], iou_min: float = 0.3,
           min_driver_px: float = 48, k: int = 3, analysis_fps: float = 5.0,
-          zones: Zones | None = None) -> Score:
+          zones: Zones | None = None, traces: list[dict[str, Any]] | None = None) -> Score:
+    """`traces` (from `replay --trace`): each missed violation gets a `why` naming the stage that lost it."""
+    from edge.trace import explain_miss
+
     s = Score(events=len(events))
     # qualifying ground-truth frames needed so that the analysis schedule (every `step`-th
     # frame, whatever the phase) surely samples k of them
@@ -166,7 +169,10 @@ def score(gt: dict[str, Any], events: list[ViolationEvent], iou_min: float = 0.3
                 s.detected_decidable += int(hit)
                 p["detected"] += int(hit)
                 if not hit:
-                    s.missed.append({"vehicle": v["id"], "violation": viol, "plate": v.get("plate")})
+                    miss = {"vehicle": v["id"], "violation": viol, "plate": v.get("plate")}
+                    if traces is not None:
+                        miss["why"] = explain_miss(v, viol, traces, iou_min)
+                    s.missed.append(miss)
     for ev in events:
         per.setdefault(ev.violation.value, {"truth": 0, "decidable": 0, "detected": 0, "events": 0})
         per[ev.violation.value]["events"] += 1

@@ -92,3 +92,24 @@ def test_missing_models_is_a_clear_error(tmp_path: Path, workdir: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "edge.cli", "edge", "replay", "clip.mp4", "--out", "x.jsonl",
                           "--config", "box.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode != 0 and "vehicles model not found" in res.stderr
+
+
+def test_replay_trace_explains_misses_in_score(workdir: Path) -> None:
+    """--trace writes one line per ended track; score --trace names why a violation was missed."""
+    res = replay(workdir, "--out", "t.jsonl", "--trace", "t.trace")
+    assert res.returncode == 0, res.stderr
+    (rec,) = [json.loads(x) for x in (workdir / "t.trace").read_text().splitlines()]
+    assert rec["decided"] == ["no_seatbelt"] and len(rec["observations"]) == 10
+    assert {o["verdict"]["no_seatbelt"] for o in rec["observations"]} == {1}
+    gt = {"schema": "roadeye-groundtruth/1", "fps": 25.0, "vehicles": [
+        {"id": 1, "violations": ["phone_use"], "plate": "皖A12345",  # pretend it also held a phone
+         "track": [{"frame": o["seq"], "box": o["box"], "driver_box": [0, 0, 50, 100]}
+                   for o in rec["observations"]]}]}
+    (workdir / "t.gt.json").write_text(json.dumps(gt))
+    cmd = [sys.executable, "-m", "edge.cli", "edge", "score", "t.gt.json", "t.jsonl", "--trace", "t.trace",
+           "--json-out", "t.score.json", "--analysis-fps", "25"]
+    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    s = json.loads((workdir / "t.score.json").read_text())
+    assert s["missed"] == [{"vehicle": 1, "violation": "phone_use", "plate": "皖A12345",
+                                    "why": "phone seen in 0 of 10 judged frames (need 3) (occupants model)"}]
