@@ -2,7 +2,7 @@
 committed ONNX models, score the events against the clip's ground truth.
 
 Always asserted: the replay works, every event is valid and unique per vehicle and
-violation (duplicates == 0). The quality targets (precision >= 0.95, recall >= 0.90,
+violation (duplicates == 0), every miss is explained. The quality targets (precision >= 0.95, recall >= 0.90,
 plate exact >= 0.9) are a separate test, so a model that still lags shows up as exactly
 that. Scores are written to tests/artifacts/edge/<clip>.score.json for people to read.
 """
@@ -36,13 +36,16 @@ def replay_and_score(clip: Path, artifacts: Path) -> dict[str, Any]:
     if clip in _cache:
         return _cache[clip]
     out = artifacts / f"{clip.stem}.events.jsonl"
+    trace = artifacts / f"{clip.stem}.trace.jsonl"
     res = subprocess.run([sys.executable, "-m", "edge.cli", "edge", "replay", str(clip), "--out", str(out),
-                          "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=3000)
+                          "--trace", str(trace), "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                         timeout=3000)
     assert res.returncode == 0, res.stderr[-3000:]
     score_json = artifacts / f"{clip.stem}.score.json"
     res = subprocess.run([sys.executable, "-m", "edge.cli", "edge", "score",
                           str(clip.with_name(clip.stem + ".groundtruth.json")), str(out), "--json-out",
-                          str(score_json)], cwd=REPO, capture_output=True, text=True, timeout=300)
+                          str(score_json), "--trace", str(trace)], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     _cache[clip] = json.loads(score_json.read_text())
     return _cache[clip]
@@ -59,6 +62,7 @@ def artifacts() -> Path:
 def test_replay_produces_unique_valid_events(clip: Path, artifacts: Path) -> None:
     s = replay_and_score(clip, artifacts)
     assert s["duplicates"] == 0, s
+    assert all(m.get("why") for m in s["missed"]), s["missed"]  # the trace names what lost each miss
 
 
 @pytest.mark.xfail(strict=False, reason=(
