@@ -40,7 +40,10 @@ def blur_regions(image: np.ndarray, boxes: Iterable[np.ndarray]) -> np.ndarray:
         cells = (max(1, (x2 - x1) // cell), max(1, (y2 - y1) // cell))
         small = cv2.resize(roi, cells, interpolation=cv2.INTER_AREA)
         big = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
-        out[y1:y2, x1:x2] = cv2.GaussianBlur(big, (0, 0), sigmaX=cell / 2)
+        # stack blur ~ a Gaussian of the cell's size, in constant time per pixel: a true
+        # GaussianBlur at sigma = cell/2 took ~0.5 s for one 500x300 region on a 4K frame
+        k = cell | 1
+        out[y1:y2, x1:x2] = cv2.stackBlur(big, (k, k))
     return out
 
 
