@@ -5,13 +5,13 @@ Design points:
   so messages published while the collector is down wait in the broker;
 - shared subscription `$share/<group>/...` so N collectors split the stream;
 - paho's manual acknowledgement: a PUBACK goes out only after `Ingestor.commit` returned,
-  i.e. after the evidence files were fsync'd and the database transaction committed. A
+  i.e. after the evidence files were flushed and the database transaction committed. A
   crash before that makes the broker redeliver, and `event_id` idempotency absorbs it;
-- validation (JSON, schema, base64, SHA-256, Ed25519: ~5 ms of CPU per 250 kB event) and
-  the durable evidence write run in a pool of `workers` processes as soon as a message
-  arrives, so they use every core and overlap with the database; a committer thread then
-  group-commits up to `batch_max` rows in arrival order (one transaction per batch) and
-  acknowledges them; the evidence is always durable before its row is committed;
+- validation (JSON, schema, base64, SHA-256, Ed25519) and the evidence write run in a pool
+  of `workers` processes as soon as a message arrives, so they use every core and overlap
+  with the database; a committer thread then flushes the batch's evidence once
+  (`EvidenceStore.sync`), group-commits up to `batch_max` rows in arrival order (one
+  transaction per batch) and acknowledges them: evidence is durable before its row;
 - acknowledgements carry the connection generation: a message id from a previous
   connection is never acknowledged on a new one (the broker redelivers those itself);
 - storage errors (database down) -> no ack, retry the same batch with backoff;
@@ -44,7 +44,7 @@ from edge.event import TOPIC_ROOT, Receipt, ReceiptItem, ReceiptStatus, receipt_
 from server.config import CollectorSettings, MqttSettings
 from server.db.engine import Database
 from server.evidence_store import EvidenceStore
-from server.ingest import Ingestor, Outcome, Prepared, worker_init, worker_prepare
+from server.ingest import Ingestor, Outcome, Prepared, worker_init, worker_ping, worker_prepare
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,11 @@ class Collector:
         self._worker: threading.Thread | None = None
         self._retiring = False
         self._last_message = time.monotonic()
-        self._busy = threading.Event()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        # stage 1 -> stage 2; bounded so flushed-but-uncommitted batches cannot pile up
+        self._commits: queue.Queue[tuple[list[_Msg], list[Prepared]]] = queue.Queue(maxsize=2)
+        self._committer: threading.Thread | None = None
         self.client_id = mqtt_settings.resolved_client_id()
         self.client = self._make_client()
 
@@ -192,26 +196,53 @@ class Collector:
 
     def process(self, batch: list[_Msg]) -> list[Outcome]:
         """Validate and store a batch, retrying storage errors until stopped; then ack."""
+        prepared = self._flush_stage(batch)
+        if prepared is None:
+            return []
+        return self._commit_stage(batch, prepared) or []
+
+    def _retrying(self, what: str, n: int, fn: Any) -> Any:
+        """Run `fn` until it succeeds; storage errors are retried with backoff and nothing is
+        acknowledged meanwhile. None once stopped."""
         delay = 0.5
         while True:
             try:
-                prepared: list[Prepared] = [self._prepared(m) for m in batch]
-                outcomes = self.ingestor.commit(prepared)
-                break
+                return fn()
             except Exception as exc:  # storage or database down: do not ack, retry
                 self.stats["storage_errors"] += 1
-                log.error("storing %d message(s) failed, retrying in %.1fs: %s", len(batch), delay, exc)
+                log.error("%s for %d message(s) failed, retrying in %.1fs: %s", what, n, delay, exc)
                 if self._stop.wait(delay):
-                    return []
+                    return None
                 delay = min(delay * 2, self.settings.retry_max_s)
+
+    def _flush_stage(self, batch: list[_Msg]) -> list[Prepared] | None:
+        """Stage 1: collect the validation results in arrival order, make the evidence durable."""
+        def run() -> list[Prepared]:
+            t0 = time.perf_counter()
+            prepared = [self._prepared(m) for m in batch]
+            self.ingestor.timings["wait_validation_s"] += time.perf_counter() - t0
+            self.ingestor.flush_evidence(prepared)
+            return prepared
+        out: list[Prepared] | None = self._retrying("storing evidence", len(batch), run)
+        return out
+
+    def _commit_stage(self, batch: list[_Msg], prepared: list[Prepared]) -> list[Outcome] | None:
+        """Stage 2: one transaction for the rows, then the acknowledgements and receipts."""
+        outcomes: list[Outcome] | None = self._retrying(
+            "storing rows", len(batch), lambda: self.ingestor.write_rows(prepared))
+        if outcomes is None:
+            return None
         for o in outcomes:
             self.stats[o.value] += 1
         for m, o in zip(batch, outcomes, strict=True):
             if o == Outcome.DEAD_LETTER:
                 log.warning("dead-lettered a message on %s", m.topic)
+        t0 = time.perf_counter()
         self._ack(batch)
         if self.settings.receipts:
             self._send_receipts(prepared, outcomes)
+        self.ingestor.timings["ack_and_receipts_s"] += time.perf_counter() - t0
+        self.stats["batches"] += 1
         return outcomes
 
     def _send_receipts(self, prepared: list[Prepared], outcomes: list[Outcome]) -> None:
@@ -258,16 +289,55 @@ class Collector:
         self.stats["acked"] += len(batch)
 
     def _work(self) -> None:
+        """Stage-1 thread: batches -> validated and evidence durable -> stage 2. The two
+        stages overlap: batch N's transaction commits while batch N+1's evidence is flushed."""
         while not self._stop.is_set():
             batch = self._next_batch()
-            if batch:
-                self._busy.set()
-                try:
-                    self.process(batch)
-                except Exception:  # never die on one bad batch: it stays unacked
-                    log.exception("unexpected error in the collector worker")
-                finally:
-                    self._busy.clear()
+            if not batch:
+                continue
+            with self._inflight_lock:
+                self._inflight += 1
+            handed = False
+            try:
+                prepared = self._flush_stage(batch)
+                if prepared is not None:
+                    while not self._stop.is_set():
+                        try:
+                            self._commits.put((batch, prepared), timeout=0.2)
+                            handed = True
+                            break
+                        except queue.Full:
+                            continue
+            except Exception:  # never die on one bad batch: it stays unacked
+                log.exception("unexpected error in the collector's evidence stage")
+            finally:
+                if not handed:
+                    self._done_one()
+
+    def _commit_work(self) -> None:
+        """Stage-2 thread; after a stop it still commits what stage 1 handed over."""
+        while True:
+            try:
+                batch, prepared = self._commits.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set() and (self._worker is None or not self._worker.is_alive()):
+                    return
+                continue
+            try:
+                self._commit_stage(batch, prepared)
+            except Exception:  # never die on one bad batch: it stays unacked
+                log.exception("unexpected error in the collector's commit stage")
+            finally:
+                self._done_one()
+
+    def _done_one(self) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+
+    def busy(self) -> bool:
+        """A batch is being validated, flushed or committed."""
+        with self._inflight_lock:
+            return self._inflight > 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def _restart_pool(self) -> None:
@@ -287,12 +357,19 @@ class Collector:
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
                 initargs=(self.db.url, self.settings.max_message_bytes, self.ingestor.keys.ttl_s, os.getpid(),
                           self._store_spec()))
+            # spawn every worker now (the pool starts them lazily, one per busy submit): a
+            # worker's start-up (imports, database connection) costs ~1 s of CPU that would
+            # otherwise land in the middle of the first burst of events
+            for _ in range(self.workers):
+                self._pool.submit(worker_ping)
 
     def start(self) -> Collector:
         self._stop.clear()
         self._start_pool()
         self._worker = threading.Thread(target=self._work, name="collector-worker", daemon=True)
         self._worker.start()
+        self._committer = threading.Thread(target=self._commit_work, name="collector-commit", daemon=True)
+        self._committer.start()
         self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s,
                                   clean_start=False, properties=self._connect_properties())
         self.client.loop_start()
@@ -315,7 +392,7 @@ class Collector:
         self._last_message = time.monotonic()
         while time.monotonic() < deadline:
             idle = time.monotonic() - self._last_message >= idle_s
-            if idle and self._queue.empty() and not self._busy.is_set():
+            if idle and self._queue.empty() and not self.busy():
                 break
             time.sleep(0.1)
         else:
@@ -330,6 +407,8 @@ class Collector:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
+        if self._committer is not None:
+            self._committer.join(timeout)
         if end_session:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
@@ -345,7 +424,8 @@ class Collector:
         self.start()
         try:
             while not self._stop.wait(60):
-                log.info("collector stats: %s", dict(self.stats))
+                log.info("collector stats: %s; committer wall time: %s", dict(self.stats),
+                         {k: round(v, 1) for k, v in self.ingestor.timings.items()})
         finally:
             self.stop()
 

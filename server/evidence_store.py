@@ -1,18 +1,30 @@
 """Content-addressed evidence storage: bytes are stored under their SHA-256.
 
 Two backends with one interface: the local filesystem (`ab/cd/<sha256>`, written to a
-temp file, fsync'd and renamed so a crash never leaves a torn file under a valid name) and
+temp file and renamed, so a reader never sees a half-written file under a valid name) and
 any S3-compatible object store (boto3). Writing the same content twice is a no-op, which
 makes redelivered MQTT messages harmless.
+
+Durability is batched: `put_many(items, durable=False)` writes and renames, and one `sync()`
+(Linux `syncfs(2)`: data, inodes and directory entries of the whole filesystem, one journal
+commit) makes everything written so far durable. The collector writes a batch's evidence in
+its worker processes and calls `sync()` once before committing the rows that refer to it:
+one flush per batch instead of six fsyncs per event (three files, three directories), which
+measured 2.4 ms of CPU and 4-14 ms of blocking per event. Because a file renamed into place
+but not yet flushed can survive a crash with the right size and the wrong bytes (XFS, ext4
+delayed allocation), an existing file only counts as stored when its bytes hash to its name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
+import itertools
 import os
 import re
-import tempfile
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,8 +53,13 @@ class EvidenceStore(Protocol):
         """Store `data` (whose hash must be `sha256`); False when it was already there."""
         ...
 
-    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
-        """Store many (sha256, data, content_type) durably; returns how many were new."""
+    def put_many(self, items: list[tuple[str, bytes, str]], durable: bool = True) -> int:
+        """Store many (sha256, data, content_type); returns how many were new. With
+        `durable=False` the items are durable only after the next `sync()`."""
+        ...
+
+    def sync(self) -> None:
+        """Make everything `put_many(..., durable=False)` wrote (in any process) durable."""
         ...
 
     def get(self, sha256: str) -> bytes: ...
@@ -76,64 +93,87 @@ class LocalEvidenceStore:
         return self.path_for(sha256).is_file()
 
     def put(self, sha256: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """One item, durable on return (file and directory fsync'd)."""
         _verify(sha256, data)
-        dest = self.path_for(sha256)
-        if dest.is_file() and dest.stat().st_size == len(data):
+        if self._intact(sha256, len(data)):
             return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        self._write(sha256, data, fsync=True)
+        _fsync_dir(self.path_for(sha256).parent)
+        return True
+
+    def _intact(self, sha256: str, size: int) -> bool:
+        """True when the file exists with the right bytes (see the module doc: size is not enough)."""
+        path = self.path_for(sha256)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o444)
+            if path.stat().st_size != size:
+                return False
+            with open(path, "rb") as fh:
+                return hashlib.file_digest(fh, "sha256").hexdigest() == sha256
+        except FileNotFoundError:
+            return False
+
+    def _write(self, sha256: str, data: bytes, fsync: bool) -> None:
+        dest = self.path_for(sha256)
+        tmp = dest.parent / f".tmp-{os.getpid()}-{next(_TMP_SEQ)}-{os.urandom(4).hex()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if fsync:
+                    os.fsync(fd)
+                elif _FADV_DONTNEED is not None:
+                    # start writing back now, without waiting: the batch's later sync() then
+                    # finds most of the data already on its way to the disk
+                    os.posix_fadvise(fd, 0, 0, _FADV_DONTNEED)
+            finally:
+                os.close(fd)
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(dest.parent)
-        return True
 
-    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
-        """Group-durable batch write: temp files are fsync'd concurrently (the filesystem
-        merges them into a few journal commits: ~1 ms per file instead of ~10 ms serially),
-        then renamed, then their directories fsync'd. Same crash guarantees as `put`."""
+    def put_many(self, items: list[tuple[str, bytes, str]], durable: bool = True) -> int:
+        """Write the items not already intact. `durable=False`: written and renamed into place,
+        durable after the next `sync()` (which the caller must run before anything refers to
+        them). Where `syncfs` is unavailable every file and directory is fsync'd instead."""
         todo: dict[str, bytes] = {}
         for sha, data, _ in items:
             _verify(sha, data)
-            dest = self.path_for(sha)
-            if sha not in todo and not (dest.is_file() and dest.stat().st_size == len(data)):
+            if sha not in todo and not self._intact(sha, len(data)):
                 todo[sha] = data
         if not todo:
             return 0
-        if len(todo) == 1:
-            sha, data = next(iter(todo.items()))
-            return int(self.put(sha, data))
-
-        def write(sha: str) -> tuple[str, str]:
-            dest = self.path_for(sha)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(todo[sha])
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.chmod(tmp, 0o444)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            return sha, tmp
-
-        pool = _io_pool()
-        written = list(pool.map(write, todo))
-        for sha, tmp in written:
-            os.replace(tmp, self.path_for(sha))
-        list(pool.map(_fsync_dir, {self.path_for(sha).parent for sha in todo}))
+        if _syncfs is None:  # no batched flush on this platform: each file durable on its own
+            for sha, data in todo.items():
+                self._write(sha, data, fsync=True)
+            for d in {self.path_for(sha).parent for sha in todo}:
+                _fsync_dir(d)
+            return len(todo)
+        for sha, data in todo.items():
+            self._write(sha, data, fsync=False)
+        if durable:
+            self.sync()
         return len(todo)
+
+    def sync(self) -> None:
+        """One `syncfs(2)` on the store's filesystem (a no-op where it is unavailable: then
+        `put_many` already fsync'd everything)."""
+        if _syncfs is None:
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise EvidenceStoreError(f"syncfs({self.root}) failed: {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
     def get(self, sha256: str) -> bytes:
         try:
@@ -155,6 +195,26 @@ class LocalEvidenceStore:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_TMP_SEQ = itertools.count()
+
+
+def _load_syncfs() -> Any:
+    """libc's syncfs(2) (Linux, glibc/musl), or None. `ROADEYE_EVIDENCE_FSYNC=per-file` forces
+    the per-file fsync path (e.g. a filesystem shared with heavy writers, where flushing the
+    whole filesystem per batch would wait on their data too)."""
+    if os.environ.get("ROADEYE_EVIDENCE_FSYNC") == "per-file" or not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_syncfs = _load_syncfs()
+_FADV_DONTNEED: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 
 def _io_pool() -> ThreadPoolExecutor:
@@ -230,9 +290,13 @@ class S3EvidenceStore:
             raise EvidenceStoreError(f"S3 put_object failed: {exc}") from exc
         return True
 
-    def put_many(self, items: list[tuple[str, bytes, str]]) -> int:
-        """Concurrent PUTs (S3 latency, not bandwidth, is the limit for ~100 kB objects)."""
+    def put_many(self, items: list[tuple[str, bytes, str]], durable: bool = True) -> int:
+        """Concurrent PUTs (S3 latency, not bandwidth, is the limit for ~100 kB objects);
+        an acknowledged PUT is durable, so `durable` changes nothing here."""
         return sum(_io_pool().map(lambda it: int(self.put(*it)), items))
+
+    def sync(self) -> None:
+        """Nothing to do: every acknowledged PUT is already durable."""
 
     def get(self, sha256: str) -> bytes:
         from botocore.exceptions import ClientError

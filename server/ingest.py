@@ -12,6 +12,7 @@ must not acknowledge, so the broker redelivers.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import json
@@ -20,11 +21,14 @@ import os
 import re
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import rfc8785
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
@@ -79,7 +83,7 @@ class Prepared:
     event: ViolationEvent | None = None
     blobs: dict[str, bytes] = field(default_factory=dict)
     body: str | None = None  # canonical signed event JSON, computed where the CPU work runs
-    evidence_stored: bool = False  # a validation worker already wrote the evidence durably
+    evidence_stored: bool = False  # a validation worker wrote the evidence (durable after store.sync())
     heartbeat: Heartbeat | None = None
     status: str | None = None
     site_id: str | None = None
@@ -169,6 +173,8 @@ class Ingestor:
         self.store = store
         self.max_bytes = max_bytes
         self.keys = DeviceKeys(db, key_ttl_s)
+        #: wall seconds spent in commit phases (evidence write + flush, database transaction)
+        self.timings: defaultdict[str, float] = defaultdict(float)
 
     # -- validation (no writes) ---------------------------------------------------------
     def prepare(self, topic: str, payload: bytes) -> Prepared:
@@ -188,7 +194,7 @@ class Ingestor:
                             receipt=receipt_key(payload, site, 4 * self.max_bytes))
 
         try:
-            msg = EventMessage.from_bytes(payload, max_bytes=self.max_bytes)
+            msg = parse_event_message(payload, self.max_bytes)
         except SchemaError as exc:
             return dead(f"schema: {exc}")
         except RecursionError:  # deeply nested JSON: a poison message, not a storage error to retry
@@ -211,14 +217,15 @@ class Ingestor:
         if key.site_id and key.site_id != ev.site_id:
             return dead(f"device: {ev.device_id!r} is registered at site {key.site_id!r}, "
                         f"event claims {ev.site_id!r}")
-        if not ev.verify(key.public_key):
+        body, signed_part = canonical_event(ev)
+        if not verify_signature(ev, signed_part, key.public_key):
             return dead(f"signature: invalid signature by {ev.device_id!r}")
         try:
             blobs = decode_blobs(msg)
         except EvidenceError as exc:
             return dead(f"evidence: {exc}")
         return Prepared(topic, payload, "event", event=ev, blobs=blobs, site_id=site,
-                        device_id=ev.device_id, body=ev.to_json().decode(),
+                        device_id=ev.device_id, body=body.decode(),
                         receipt=(ev.site_id, ev.device_id, ev.event_id))
 
     def _prepare_heartbeat(self, topic: str, payload: bytes, site: str, device: str) -> Prepared:
@@ -251,26 +258,49 @@ class Ingestor:
 
     # -- storage --------------------------------------------------------------------------
     def commit(self, batch: list[Prepared]) -> list[Outcome]:
-        """Store a batch: evidence first, then all rows in one transaction.
+        """Store a batch: evidence first (written, then one `sync()` for all of it), then all
+        rows in one transaction.
 
         Raises on infrastructure errors (nothing may be acknowledged then). A unique-key
         race with another collector falls back to one transaction per message.
         """
+        self.flush_evidence(batch)
+        return self.write_rows(batch)
+
+    def flush_evidence(self, batch: list[Prepared]) -> None:
+        """First half of `commit`: every evidence item of the batch written and durable.
+        Raises on infrastructure errors."""
         items: list[tuple[str, bytes, str]] = []
+        written = False  # evidence written by validation workers, not flushed yet
         for p in batch:
-            if p.kind == "event" and p.event is not None and not p.evidence_stored:
-                types = {e.sha256: e.content_type for e in p.event.evidence}
-                items += [(sha, data, types[sha]) for sha, data in p.blobs.items()]
+            if p.kind == "event" and p.event is not None:
+                if p.evidence_stored:
+                    written = True
+                else:
+                    types = {e.sha256: e.content_type for e in p.event.evidence}
+                    items += [(sha, data, types[sha]) for sha, data in p.blobs.items()]
+        if not (items or written):
+            return
+        if self.store is None:
+            raise RuntimeError("this Ingestor only validates (no evidence store)")
+        t0 = time.perf_counter()
         if items:
-            if self.store is None:
-                raise RuntimeError("this Ingestor only validates (no evidence store)")
-            self.store.put_many(items)
+            self.store.put_many(items, durable=False)
+        self.store.sync()  # one flush for the whole batch; the rows come only after it
+        self.timings["evidence_s"] += time.perf_counter() - t0
+
+    def write_rows(self, batch: list[Prepared]) -> list[Outcome]:
+        """Second half of `commit` (only after `flush_evidence` of the same batch): all rows
+        in one transaction. Raises on infrastructure errors."""
+        t0 = time.perf_counter()
         try:
             with self.db.session() as s:
-                return self._write(s, batch)
+                out = self._write(s, batch)
+            self.timings["database_s"] += time.perf_counter() - t0
+            return out
         except IntegrityError:
             log.info("unique-key race in a batch of %d; storing one by one", len(batch))
-        out: list[Outcome] = []
+        out = []
         for p in batch:
             try:
                 with self.db.session() as s:
@@ -334,6 +364,46 @@ class Ingestor:
             s.add_all(dead)
         s.flush()
         return out
+
+
+def parse_event_message(payload: bytes, max_bytes: int) -> EventMessage:
+    """`EventMessage.from_bytes` with a fast path: pydantic's own JSON parser validates the
+    message in one pass (~0.13 ms for 350 kB instead of ~0.6 ms for json.loads + validate).
+    Anything it refuses goes through `from_bytes`, so refusals keep their exact wording and
+    whatever `from_bytes` accepts is still accepted."""
+    if len(payload) <= max_bytes:
+        try:
+            return EventMessage.model_validate_json(payload)
+        except (ValueError, RecursionError):  # ValidationError is a ValueError
+            pass
+    return EventMessage.from_bytes(payload, max_bytes=max_bytes)
+
+
+def canonical_event(ev: ViolationEvent) -> tuple[bytes, bytes]:
+    """(`ev.to_json()`, `ev.signing_payload()`) with one RFC 8785 pass instead of two.
+
+    A canonical object is its members sorted by key and joined, so each top-level member is
+    canonicalized once and joined twice, with and without `signature` (the keys are ASCII
+    field names, whose UTF-16 order is Python's order). Equality with the two reference
+    functions is asserted in the unit tests.
+    """
+    dump = ev.model_dump(mode="json")
+    parts = {k: rfc8785.dumps(k) + b":" + rfc8785.dumps(v) for k, v in dump.items()}
+    keys = sorted(parts)
+    body = b"{" + b",".join(parts[k] for k in keys) + b"}"
+    signed = b"{" + b",".join(parts[k] for k in keys if k != "signature") + b"}"
+    return body, signed
+
+
+def verify_signature(ev: ViolationEvent, signed_part: bytes, key: Ed25519PublicKey) -> bool:
+    """`ev.verify(key)` given the already computed signing payload."""
+    if ev.signature is None:
+        return False
+    try:
+        key.verify(base64.b64decode(ev.signature.value), signed_part)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 try:  # SIMD base64 (~10x faster than binascii on 350 kB); optional
@@ -484,6 +554,11 @@ def worker_init(db_url: str, max_bytes: int, key_ttl_s: float, parent: int | Non
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
 
 
+def worker_ping() -> int:
+    """A no-op task: submitting one per worker makes the pool start them all."""
+    return os.getpid()
+
+
 def worker_prepare(topic: str, payload: bytes) -> Prepared:
     """`Ingestor.prepare` in a worker; the payload is not sent back (the parent has it)."""
     assert _WORKER is not None, "worker_init did not run"
@@ -491,6 +566,7 @@ def worker_prepare(topic: str, payload: bytes) -> Prepared:
     p.payload = b""
     if p.kind == "event" and p.event is not None and _WORKER.store is not None:
         types = {e.sha256: e.content_type for e in p.event.evidence}
-        _WORKER.store.put_many([(sha, data, types[sha]) for sha, data in p.blobs.items()])
-        p.blobs, p.evidence_stored = {}, True  # durable before the row is committed: order kept
+        # written, not flushed: the committer's `store.sync()` makes it durable before the row
+        _WORKER.store.put_many([(sha, data, types[sha]) for sha, data in p.blobs.items()], durable=False)
+        p.blobs, p.evidence_stored = {}, True
     return p

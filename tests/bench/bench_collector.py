@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -99,18 +101,66 @@ class Publisher:
         self.c.loop_stop()
 
 
-def run_raw(broker: MosquittoBroker, payloads: list[bytes], topic: str) -> dict[str, float]:
+def _proc_cpu_s(pid: int) -> tuple[float, int]:
+    """(user + system CPU seconds, parent pid) of a live process; (0, 0) when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[1])
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and all its live descendants (the collector's workers)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            cpu[int(d)], parents[int(d)] = _proc_cpu_s(int(d))
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent per message by each party during one run: this
+    process (the publisher, plus light polling), the consumer process tree (raw subscriber,
+    or collector with its worker processes) and the broker. Shows where a 2-core machine's
+    time goes, which a rate alone cannot."""
+
+    def __init__(self, broker: MosquittoBroker, consumer_pid: int) -> None:
+        self.broker_pid = broker.proc.pid if broker.proc is not None else 0
+        self.consumer_pid = consumer_pid
+        self.t = self.now()
+
+    def now(self) -> tuple[float, float, float]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return (me.ru_utime + me.ru_stime, _tree_cpu_s(self.consumer_pid), _proc_cpu_s(self.broker_pid)[0])
+
+    def per_msg_ms(self, n: int, end: tuple[float, float, float] | None = None) -> dict[str, float]:
+        pub, consumer, broker = (1000 * (b - a) / n for a, b in zip(self.t, end or self.now(), strict=True))
+        return {"publisher": round(pub, 2), "consumer": round(consumer, 2), "broker": round(broker, 2),
+                "total": round(pub + consumer + broker, 2)}
+
+
+def run_raw(broker: MosquittoBroker, payloads: list[bytes], topic: str) -> dict[str, object]:
     sub = subprocess.Popen([sys.executable, "-c", RAW_SUB, "127.0.0.1", str(broker.port), str(len(payloads))],
                            stdout=subprocess.PIPE, text=True)
     assert sub.stdout is not None
     assert sub.stdout.readline().strip() == "ready"
     pub = Publisher(broker.port)
+    cpu = CpuMeter(broker, sub.pid)
     t0 = pub.publish_all(topic, payloads)
     line = sub.stdout.readline().split()
+    end = cpu.now()
     sub.wait(60)
     pub.close()
     elapsed = float(line[1]) - t0
-    return {"seconds": round(elapsed, 3), "msgs_per_s": round(len(payloads) / elapsed, 1)}
+    return {"seconds": round(elapsed, 3), "msgs_per_s": round(len(payloads) / elapsed, 1),
+            "cpu_ms_per_msg": cpu.per_msg_ms(len(payloads), end)}
 
 
 def _end_session(port: int, client_id: str) -> None:
@@ -125,7 +175,7 @@ def _end_session(port: int, client_id: str) -> None:
 
 
 def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, dev: SampleDevice, db_url: str,
-                  count, work: Path, label: str, workers: int | None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+                  count, work: Path, label: str, workers: int | None) -> dict[str, object]:  # type: ignore[no-untyped-def]
     pem = work / "dev.pub"
     pem.write_text(dev.public_pem)
     log = open(work / f"collector-{label}.log", "wb")  # noqa: SIM115
@@ -146,6 +196,7 @@ def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, de
                 raise RuntimeError(f"collector did not start: {(work / f'collector-{label}.log').read_text()[-2000:]}")
             pub.c.publish(heartbeat_topic(dev.site_id, dev.device_id), hb, qos=1).wait_for_publish(10)
             time.sleep(0.2)
+        cpu = CpuMeter(broker, proc.pid)
         t0 = pub.publish_all(topic, payloads)
         deadline = time.monotonic() + float(os.environ.get("ROADEYE_BENCH_WAIT", "120"))
         while (stored := count("events")) < len(payloads):
@@ -154,6 +205,7 @@ def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, de
                                    f"log: {(work / f'collector-{label}.log').read_text()[-3000:]}")
             time.sleep(0.02)
         elapsed = time.time() - t0
+        end = cpu.now()
         dead = count("dead_letters")
     finally:
         pub.close()
@@ -161,7 +213,8 @@ def run_collector(broker: MosquittoBroker, payloads: list[bytes], topic: str, de
         proc.wait(30)
         log.close()
         _end_session(broker.port, f"bench-{label}")
-    return {"seconds": round(elapsed, 3), "events_per_s": round(len(payloads) / elapsed, 1), "dead_letters": dead}
+    return {"seconds": round(elapsed, 3), "events_per_s": round(len(payloads) / elapsed, 1), "dead_letters": dead,
+            "cpu_ms_per_msg": cpu.per_msg_ms(len(payloads), end)}
 
 
 def main() -> int:
@@ -185,7 +238,7 @@ def main() -> int:
         "load_avg_1m_before": round(os.getloadavg()[0], 1),
         "goal_ratio": 0.8,
     }
-    runs: dict[str, list[dict[str, float]]] = {"raw": [], "sqlite": [], "postgresql": []}
+    runs: dict[str, list[dict[str, Any]]] = {"raw": [], "sqlite": [], "postgresql": []}
     with tempfile.TemporaryDirectory(prefix="roadeye-bench-", dir=os.environ.get("ROADEYE_BENCH_TMP")) as tmp, \
             contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -208,7 +261,8 @@ def main() -> int:
                                                         work, f"postgresql-{r}", args.collector_workers))
                 engine.dispose()
     best_raw = max(x["msgs_per_s"] for x in runs["raw"])
-    result["raw_mosquitto_qos1"] = {"msgs_per_s": best_raw, "runs": [x["msgs_per_s"] for x in runs["raw"]]}
+    result["raw_mosquitto_qos1"] = {"msgs_per_s": best_raw, "runs": [x["msgs_per_s"] for x in runs["raw"]],
+                                    "cpu_ms_per_msg": [x["cpu_ms_per_msg"] for x in runs["raw"]]}
     ratios = []
     for kind in ("sqlite", "postgresql"):
         if runs[kind]:
@@ -217,6 +271,7 @@ def main() -> int:
             result[f"collector_{kind}"] = {
                 "events_per_s": best, "ratio_to_raw": ratios[-1],
                 "runs": [x["events_per_s"] for x in runs[kind]],
+                "cpu_ms_per_msg": [x["cpu_ms_per_msg"] for x in runs[kind]],
                 "dead_letters": sum(int(x["dead_letters"]) for x in runs[kind])}
     result["goal_met"] = all(r >= 0.8 for r in ratios)
     result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
