@@ -194,19 +194,12 @@ class Cascade:
         as in training).
         """
         t0 = time.perf_counter()
-        target = max(self._vehicle_size)
         smalls, scales = [], []
         for f in frames:
             assert f.image is not None
-            h, w = f.image.shape[:2]
-            k = max(1, int(max(h, w) // target))
-            if k >= 2:
-                img = np.asarray(cv2.resize(f.image, None, fx=1.0 / k, fy=1.0 / k,
-                                            interpolation=cv2.INTER_AREA), np.uint8)
-            else:
-                img = f.image
+            img = f.preview if f.preview is not None else self.preview(f.image)
             smalls.append(img)
-            scales.append(img.shape[1] / w)
+            scales.append(img.shape[1] / f.image.shape[1])
         t0 = self._time("downscale", t0)
         # group by model input size: rectangular inputs where the model allows them
         groups: dict[tuple[int, int], list[int]] = {}
@@ -221,6 +214,15 @@ class Cascade:
         self._time("vehicles", t0)
         return [d[d.confidence >= self.track_low_conf].offset(0, 0, 1.0 / s) if len(d) else d
                 for d, s in zip(dets, scales, strict=True)]
+
+    def preview(self, image: np.ndarray) -> np.ndarray:
+        """The downscaled copy the vehicles model runs on (sources call this in their own
+        thread, so it overlaps inference; `detect_vehicles` makes it when they did not)."""
+        h, w = image.shape[:2]
+        k = max(1, int(max(h, w) // max(self._vehicle_size)))
+        if k < 2:
+            return image
+        return np.asarray(cv2.resize(image, None, fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA), np.uint8)
 
     def _input_for(self, h: int, w: int) -> tuple[int, int]:
         """Rectangular letterbox (as ultralytics' own predict does): a 16:9 frame runs at

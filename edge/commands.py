@@ -149,7 +149,7 @@ def replay(video: str, config_file: str | None, out_file: str | None, realtime: 
     from edge.sources import SourceError
 
     try:
-        sources = replay_sources(cfg, realtime, analysis_fps, start_time)
+        sources = replay_sources(cfg, realtime, analysis_fps, start_time, prepare=cascade.preview)
     except SourceError as exc:  # empty / truncated-header / not a video: a clear error, no traceback
         raise click.ClickException(str(exc)) from exc
     cams = camera_states(cfg, {s.camera_id: (s.width, s.height) for s in sources},
@@ -311,8 +311,9 @@ def run(config_file: str) -> None:
     n, _ = outbox.depth()
     if n:
         log.warning("outbox holds %d undelivered event(s) from before; sending them first", n)
-    sources = live_sources(cfg)
-    pipeline = Pipeline(build_cascade(cfg, models), camera_states(cfg, activation=cfg.models.vehicle_conf),
+    cascade = build_cascade(cfg, models)
+    sources = live_sources(cfg, prepare=cascade.preview)
+    pipeline = Pipeline(cascade, camera_states(cfg, activation=cfg.models.vehicle_conf),
                         device, models.refs, lambda m: None, metrics)
     runner = LiveRunner(pipeline, sources, metrics, outbox, device)
     publisher = MqttPublisher(cfg.broker, cfg.device.id, cfg.device.site, outbox, metrics, runner.heartbeat,

@@ -29,6 +29,9 @@ from edge.pipeline import CameraState, Pipeline, new_tracker
 from edge.sources import LiveSource, ReplaySource
 from edge.types import Frame
 
+#: per analysed frame, in the source's thread: full-resolution image -> the vehicles model's copy
+Prepare = Callable[[Any], Any]
+
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -324,26 +327,27 @@ class LiveRunner:
                          cameras=self.health())
 
 
-def replay_sources(cfg: EdgeConfig, realtime: bool = False,
-                   analysis_fps: float | None = None, start_time: datetime | None = None) -> list[ReplaySource]:
+def replay_sources(cfg: EdgeConfig, realtime: bool = False, analysis_fps: float | None = None,
+                   start_time: datetime | None = None, prepare: Prepare | None = None) -> list[ReplaySource]:
+    """`prepare` (e.g. `Cascade.preview`) runs on each analysed frame in the decode thread."""
     out = []
     for cam in cfg.cameras:
-        out.append(_replay_source(cfg, cam, realtime, analysis_fps, start_time))
+        out.append(_replay_source(cfg, cam, realtime, analysis_fps, start_time, prepare))
     return out
 
 
 def _replay_source(cfg: EdgeConfig, cam: CameraConfig, realtime: bool, analysis_fps: float | None,
-                   start_time: datetime | None) -> ReplaySource:
+                   start_time: datetime | None, prepare: Prepare | None) -> ReplaySource:
     src = cam.source
     p = cfg.resolve(Path(src))
     path = str(p) if p is not None and p.exists() else src
     return ReplaySource(cam.id, path, analysis_fps or cam.analysis_fps, cam.decoder, realtime,
-                        start_time.astimezone(UTC) if start_time else None, cam.hwaccel)
+                        start_time.astimezone(UTC) if start_time else None, cam.hwaccel, prepare=prepare)
 
 
-def live_sources(cfg: EdgeConfig) -> list[LiveSource]:
+def live_sources(cfg: EdgeConfig, prepare: Prepare | None = None) -> list[LiveSource]:
     return [LiveSource(c.id, c.source, c.analysis_fps, c.decoder, c.hwaccel, c.open_timeout_s,
-                       c.read_timeout_s, backoff_max_s=c.reconnect_max_s) for c in cfg.cameras]
+                       c.read_timeout_s, backoff_max_s=c.reconnect_max_s, prepare=prepare) for c in cfg.cameras]
 
 
 def summary_rows(stats: ReplayStats) -> list[tuple[str, Any]]:

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -276,8 +276,10 @@ class ReplaySource:
 
     def __init__(self, camera_id: str, path: str | Path, analysis_fps: float = 5.0,
                  backend: DecoderBackend | str = DecoderBackend.OPENCV, realtime: bool = False,
-                 start_time: datetime | None = None, hwaccel: str | None = None, prefetch: int = 4) -> None:
+                 start_time: datetime | None = None, hwaccel: str | None = None, prefetch: int = 4,
+                 prepare: Callable[[BGR], BGR] | None = None) -> None:
         self.camera_id = camera_id
+        self.prepare = prepare  # e.g. Cascade.preview: runs in the decode thread, beside inference
         self.prefetch = prefetch
         self.path = str(path)
         self.analysis_fps = analysis_fps
@@ -361,7 +363,8 @@ class ReplaySource:
                         time.sleep(delay)
                 img = self.decoder.retrieve()
                 self.frames_analysed += 1
-                yield Frame(self.camera_id, seq, ts, self.start_time + timedelta(seconds=ts), img)
+                yield Frame(self.camera_id, seq, ts, self.start_time + timedelta(seconds=ts), img,
+                            self.prepare(img) if self.prepare is not None else None)
         finally:
             self.decoder.close()
 
@@ -372,8 +375,10 @@ class LiveSource(threading.Thread):
     def __init__(self, camera_id: str, url: str, analysis_fps: float = 5.0,
                  backend: DecoderBackend | str = DecoderBackend.OPENCV, hwaccel: str | None = None,
                  open_timeout_s: float = 10.0, read_timeout_s: float = 5.0,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
+                 prepare: Callable[[BGR], BGR] | None = None) -> None:
         super().__init__(name=f"source-{camera_id}", daemon=True)
+        self.prepare = prepare
         self.camera_id, self.url = camera_id, url
         self.analysis_fps = analysis_fps
         self.backend, self.hwaccel = backend, hwaccel
@@ -449,7 +454,8 @@ class LiveSource(threading.Thread):
                     img = dec.retrieve()
                     ts = dec.position_s() or (now - stream_t0)
                     # seq counts every frame received by this process, analysed or not
-                    frame = Frame(self.camera_id, self.frames_in - 1, ts, datetime.now(UTC), img)
+                    frame = Frame(self.camera_id, self.frames_in - 1, ts, datetime.now(UTC), img,
+                                  self.prepare(img) if self.prepare is not None else None)
                     self.last_frame_at = frame.captured_at
                     with self._cond:
                         if self._slot is not None:

@@ -26,7 +26,9 @@ class Frame:
     `stream_ts` is the presentation time from the stream (seconds since its start);
     `captured_at` is the UTC wall clock when the box received it (what evidence states).
     `image` is BGR uint8 at full sensor resolution, or None when the frame was grabbed
-    but not decoded (frames skipped by the analysis-rate scheduler).
+    but not decoded (frames skipped by the analysis-rate scheduler). `preview` is an optional
+    downscaled copy made by the source's own thread (`Cascade.preview`), so the vehicles
+    model's input is ready when the frame reaches the pipeline.
     """
 
     camera_id: str
@@ -34,6 +36,7 @@ class Frame:
     stream_ts: float
     captured_at: datetime
     image: npt.NDArray[np.uint8] | None
+    preview: npt.NDArray[np.uint8] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -73,10 +73,11 @@ def pipeline(clip: Path) -> dict[str, Any]:
 
     cfg = replay_config(clip, ANALYSIS_FPS)
     models = build_models(cfg)
-    sources = replay_sources(cfg)
+    cascade = build_cascade(cfg, models)
+    sources = replay_sources(cfg, prepare=cascade.preview)  # as `roadeye edge replay` does
     cams = camera_states(cfg, {s.camera_id: (s.width, s.height) for s in sources})
     events: list[EventMessage] = []
-    p = Pipeline(build_cascade(cfg, models), cams, device_identity_unsigned(), models.refs, events.append,
+    p = Pipeline(cascade, cams, device_identity_unsigned(), models.refs, events.append,
                  event_id_seed="bench")
     stats = run_replay(p, sources)
     n = max(stats.frames_analysed, 1)

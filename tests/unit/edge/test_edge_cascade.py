@@ -98,3 +98,20 @@ def test_vehicle_model_runs_rectangular_when_it_can(tmp_path, dynamic: bool, siz
     car = d.with_class(0)
     assert car.xyxy[0].tolist() == pytest.approx(box, abs=1.0)
     assert det.input_size == (64, 64)  # restored after the call
+
+
+def test_vehicles_run_on_the_sources_preview_when_there_is_one() -> None:
+    from datetime import UTC, datetime
+
+    from edge.types import Frame
+    from tests.unit.edge.edge_doubles import CarSpec, draw_scene
+
+    c = cascade()
+    img = draw_scene((1920, 1080), [CarSpec(100, 80)], 0)
+    made = c.preview(img)
+    assert made.shape[1] * 1080 == made.shape[0] * 1920 and made.shape[1] <= 1920 // 2  # integer factor
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    found = c.detect_vehicles([Frame("c", 0, 0.0, now, img, made)])[0]
+    assert len(found)
+    blank = np.zeros_like(made)  # a preview showing nothing: the cascade must not re-downscale
+    assert len(c.detect_vehicles([Frame("c", 0, 0.0, now, img, blank)])[0]) == 0

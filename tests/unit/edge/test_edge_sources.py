@@ -105,3 +105,17 @@ def test_live_source_reconnects_with_backoff_when_source_missing(tmp_path: Path)
     assert src.last_error is not None and "not found" in src.last_error
     src.stop()
     src.join(5)
+
+
+def test_sources_prepare_the_preview_in_their_thread(clip: Path) -> None:
+    """`prepare` runs once per analysed frame (never on skipped ones) and rides on the frame."""
+    seen: list[tuple[int, ...]] = []
+
+    def half(img: np.ndarray) -> np.ndarray:
+        seen.append(img.shape)
+        return img[::2, ::2].copy()
+
+    frames = list(ReplaySource("cam1", clip, analysis_fps=5.0, prepare=half))
+    assert len(seen) == len(frames) == 10
+    assert all(f.preview is not None and f.preview.shape == (120, 160, 3) for f in frames)
+    assert all(f.preview is None for f in ReplaySource("cam1", clip, analysis_fps=5.0))
