@@ -4,6 +4,7 @@ produced at the edge against events stored at the server (lost, duplicates)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,6 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str = "condition", every: float = 0.1) -> float:
@@ -102,6 +104,42 @@ class Proc:
             return self.log.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+class Owned(contextlib.ExitStack):
+    """What a fault case started, stopped newest-first when the case ends, pass or fail.
+
+    `thing = owned(thing)` registers how to stop it and returns it: a `Proc` gets kill(SIGTERM)
+    (nothing once it has exited, so a process killed and restarted by the case may be owned
+    each time), a `subprocess.Popen` SIGTERM and a 10 s wait, an MQTT client disconnect and
+    loop_stop, anything else with close() close(). Anything else is a TypeError: a case must
+    not believe something is stopped that nobody stops. Any other step is an ExitStack
+    `callback`, a context manager (namespaces, a tmpfs) `enter_context`."""
+
+    def __call__(self, thing: T) -> T:
+        if isinstance(thing, Proc):
+            self.callback(thing.kill, signal.SIGTERM)
+        elif isinstance(thing, subprocess.Popen):
+            self.callback(_stop_popen, thing)
+        elif isinstance(thing, mqtt.Client):
+            self.callback(_stop_mqtt, thing)
+        elif callable(close := getattr(thing, "close", None)):
+            self.callback(close)
+        else:
+            raise TypeError(f"Owned cannot stop a {type(thing).__name__}: "
+                            "not a Proc, Popen or MQTT client, and it has no close()")
+        return thing
+
+
+def _stop_popen(p: subprocess.Popen[Any]) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+
+
+def _stop_mqtt(c: mqtt.Client) -> None:
+    c.disconnect()
+    c.loop_stop()
 
 
 # -- device keys ---------------------------------------------------------------------------
@@ -257,21 +295,18 @@ def wait_subscribed(store: Store, host: str, port: int, timeout: float = 60.0, s
                     probe_id: str | None = None, **auth: Any) -> float:
     """Publish probe heartbeats until the collector stores one: its subscription is live."""
     probe_id = probe_id or f"probe-{uuid.uuid4().hex[:6]}"
-    c = mqtt_client(**auth)
-    c.connect(host, port)
-    c.loop_start()
     topic = f"roadeye/v1/{site}/{probe_id}/heartbeat"
+    with Owned() as owned:
+        c = owned(mqtt_client(**auth))
+        c.connect(host, port)
+        c.loop_start()
 
-    def seen() -> bool:
-        c.publish(topic, probe_heartbeat(site, probe_id), qos=1)
-        time.sleep(0.2)
-        return store.has_health(probe_id)
+        def seen() -> bool:
+            c.publish(topic, probe_heartbeat(site, probe_id), qos=1)
+            time.sleep(0.2)
+            return store.has_health(probe_id)
 
-    try:
         return wait_until(seen, timeout, "the collector's subscription (probe heartbeat stored)", every=0.3)
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 def produced_ids(path: Path) -> list[str]:

@@ -40,6 +40,7 @@ from server.sample import SampleDevice, make_message
 from tests.faults.faults_helpers import (
     REPO,
     DeviceKeys,
+    Owned,
     Store,
     mqtt_client,
     start_collector,
@@ -229,7 +230,8 @@ def _bad_batch(dev: SampleDevice, other: SampleDevice) -> list[tuple[str, bytes,
 
 @pytest.mark.services
 @pytest.mark.timeout(120)
-def test_bad_messages_through_broker_and_collector(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_messages_through_broker_and_collector(mosquitto, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                  owned: Owned) -> None:
     dev = SampleDevice(device_id="bad-box", site_id="site-f", camera_id="cam-b")
     other = SampleDevice(device_id="unknown-box", site_id="site-f", camera_id="cam-u")
     (tmp_path / "keys").mkdir()
@@ -237,33 +239,28 @@ def test_bad_messages_through_broker_and_collector(mosquitto, tmp_path: Path) ->
     pub_path.write_text(dev.public_pem)
     keys = DeviceKeys("bad-box", pub_path, pub_path)
     db_url = f"sqlite:///{tmp_path / 'server.db'}"
-    store = Store(db_url)
-    col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=keys,
-                          log=tmp_path / "collector.log")
-    c = mqtt_client()
-    try:
-        wait_subscribed(store, mosquitto.host, mosquitto.port)
-        batch = _bad_batch(dev, other)
-        c.connect(mosquitto.host, mosquitto.port)
-        c.loop_start()
-        for topic, payload, _ in batch:
-            c.publish(topic, payload, qos=1).wait_for_publish(30)
-        good, _ = make_message(dev, seed=99)
-        c.publish(event_topic(dev.site_id, dev.camera_id), good.to_bytes(), qos=1).wait_for_publish(10)
-        wait_until(lambda: store.count_dead() >= len(batch) and store.count_events() >= 1, 60,
-                   "all bad messages dead-lettered and the good one stored")
-        time.sleep(0.5)
-        dead = store.dead_letters()
-        assert len(dead) == len(batch), dead
-        for (topic, _, needle), (dtopic, reason) in zip(batch, dead, strict=True):
-            assert dtopic == topic and needle in reason, (needle, reason)
-        assert store.event_ids() == [good.event.event_id]
-        assert col.alive(), col.log_tail()
-    finally:
-        c.disconnect()
-        c.loop_stop()
-        col.kill(signal.SIGTERM)
-        store.close()
+    store = owned(Store(db_url))
+    col = owned(start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=keys,
+                                log=tmp_path / "collector.log"))
+    c = owned(mqtt_client())
+    wait_subscribed(store, mosquitto.host, mosquitto.port)
+    batch = _bad_batch(dev, other)
+    c.connect(mosquitto.host, mosquitto.port)
+    c.loop_start()
+    for topic, payload, _ in batch:
+        c.publish(topic, payload, qos=1).wait_for_publish(30)
+    good, _ = make_message(dev, seed=99)
+    c.publish(event_topic(dev.site_id, dev.camera_id), good.to_bytes(), qos=1).wait_for_publish(10)
+    wait_until(lambda: store.count_dead() >= len(batch) and store.count_events() >= 1, 60,
+               "all bad messages dead-lettered and the good one stored")
+    time.sleep(0.5)
+    dead = store.dead_letters()
+    assert len(dead) == len(batch), dead
+    for (topic, _, needle), (dtopic, reason) in zip(batch, dead, strict=True):
+        assert dtopic == topic and needle in reason, (needle, reason)
+    assert store.event_ids() == [good.event.event_id]
+    assert col.alive(), col.log_tail()
+    owned.close()  # the collector must exit cleanly on SIGTERM
     assert col.proc.returncode == 0, col.log_tail()
 
 
@@ -323,9 +320,16 @@ def test_unreadable_video_is_a_clear_error(clipdir: Path, name: str) -> None:
     assert f"{name}.mp4" in (res.stderr + res.stdout), res.stderr[-2000:]
 
 
+def stop_source(src: Any) -> None:
+    """Stop a LiveSource thread and wait for it (it has no close())."""
+    src.stop()
+    src.join(15)
+
+
 @pytest.mark.services
 @pytest.mark.timeout(120)
-def test_rtsp_source_that_stalls_is_survived(rtsp_server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rtsp_source_that_stalls_is_survived(rtsp_server_factory, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                             owned: Owned) -> None:
     from edge.sources import LiveSource
     from tests.services import make_test_clip
 
@@ -334,25 +338,26 @@ def test_rtsp_source_that_stalls_is_survived(rtsp_server_factory, tmp_path: Path
     src = LiveSource("cam1", server.url, analysis_fps=5, open_timeout_s=3, read_timeout_s=2,
                      backoff_initial_s=0.2, backoff_max_s=1.0)
     src.start()
-    try:
-        wait_until(lambda: src.frames_in >= 10 and src.connected, 40, "first frames")
-        assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGSTOP)  # the camera hangs: TCP open, no data
-        t0 = time.monotonic()
-        wait_until(lambda: not src.connected, 30, "stall noticed")
-        noticed = time.monotonic() - t0
-        time.sleep(2.0)
-        os.kill(server.proc.pid, signal.SIGCONT)
-        before = src.frames_in
-        wait_until(lambda: src.connected and src.frames_in >= before + 10, 60, "frames again after the stall")
-        assert src.reconnects >= 1 and src.is_alive()
-        print(f"FIGURES rtsp-stall noticed_after_s={noticed:.1f} reconnects={src.reconnects} "
-              f"connect_failures={src.connect_failures} last_error={src.last_error!r}")
-    finally:
+    owned.callback(stop_source, src)
+
+    def resume_camera() -> None:  # left SIGSTOPped by a failing case, it would ignore the fixture's SIGTERM
         if server.proc is not None and server.proc.poll() is None:
             os.kill(server.proc.pid, signal.SIGCONT)
-        src.stop()
-        src.join(15)
+
+    owned.callback(resume_camera)
+    wait_until(lambda: src.frames_in >= 10 and src.connected, 40, "first frames")
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)  # the camera hangs: TCP open, no data
+    t0 = time.monotonic()
+    wait_until(lambda: not src.connected, 30, "stall noticed")
+    noticed = time.monotonic() - t0
+    time.sleep(2.0)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    before = src.frames_in
+    wait_until(lambda: src.connected and src.frames_in >= before + 10, 60, "frames again after the stall")
+    assert src.reconnects >= 1 and src.is_alive()
+    print(f"FIGURES rtsp-stall noticed_after_s={noticed:.1f} reconnects={src.reconnects} "
+          f"connect_failures={src.connect_failures} last_error={src.last_error!r}")
 
 
 class GarbageServer:
@@ -395,23 +400,20 @@ class GarbageServer:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("backend", ["opencv", "pyav"])
-def test_rtsp_garbage_source_is_survived_with_counters(backend: str) -> None:
+def test_rtsp_garbage_source_is_survived_with_counters(backend: str, owned: Owned) -> None:
     from edge.sources import LiveSource
 
-    g = GarbageServer()
+    g = owned(GarbageServer())
     src = LiveSource("cam-g", f"rtsp://127.0.0.1:{g.port}/stream", analysis_fps=5, backend=backend,
                      open_timeout_s=2, read_timeout_s=2, backoff_initial_s=0.1, backoff_max_s=0.5)
     src.start()
-    try:
-        wait_until(lambda: src.connect_failures >= 2, 60, "repeated failed connects")
-        assert src.is_alive() and not src.connected and src.frames_in == 0
-        assert src.last_error
-        print(f"FIGURES rtsp-garbage backend={backend} connect_failures={src.connect_failures} "
-              f"connections={g.connections} last_error={src.last_error!r}")
-    finally:
-        src.stop()
-        src.join(15)
-        g.close()
+    owned.callback(stop_source, src)
+    wait_until(lambda: src.connect_failures >= 2, 60, "repeated failed connects")
+    assert src.is_alive() and not src.connected and src.frames_in == 0
+    assert src.last_error
+    print(f"FIGURES rtsp-garbage backend={backend} connect_failures={src.connect_failures} "
+          f"connections={g.connections} last_error={src.last_error!r}")
+    owned.close()
     assert not src.is_alive()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import signal
 import sqlite3
 import subprocess
 import time
@@ -24,6 +23,7 @@ import pytest
 from tests.faults.fault_edge import expected_ids
 from tests.faults.faults_helpers import (
     DeviceKeys,
+    Owned,
     Store,
     assert_exactly_once,
     start_collector,
@@ -73,58 +73,48 @@ def _depth(path: Path) -> int:
 
 
 @pytest.mark.timeout(180)
-def test_network_cut_between_edge_and_broker(device: DeviceKeys, tmp_path: Path) -> None:
+def test_network_cut_between_edge_and_broker(device: DeviceKeys, tmp_path: Path, owned: Owned) -> None:
     cut_s = 15.0
-    with two_namespaces() as ns:
-        in_b = ["ip", "netns", "exec", ns["broker"]]
-        in_e = ["ip", "netns", "exec", ns["edge"]]
-        broker = MosquittoBroker(tmp_path / "mqtt", port=1883)
-        conf = broker.conf_path.read_text().replace(
-            "listener 1883 127.0.0.1", f"listener 1883 127.0.0.1\nlistener 1883 {ns['broker_ip']}")
-        broker.conf_path.write_text(conf)
-        bproc = subprocess.Popen([*in_b, broker.binary, "-c", str(broker.conf_path)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        db_url = f"sqlite:///{tmp_path / 'server.db'}"
-        store = Store(db_url)
-        col = edge = None
-        try:
-            wait_until(lambda: broker.log_path.exists() and "running" in broker.log_path.read_text(), 20,
-                       "mosquitto running in its namespace")
-            col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=1883, device=device,
-                                  log=tmp_path / "collector.log", prefix=in_b)
-            wait_until(lambda: "connected to" in col.log_tail(), 60, "collector connected")
-            time.sleep(1.5)  # SUBSCRIBE follows CONNACK
-            rate = 10.0
-            n, run = int(rate * (cut_s + 8)), "netcut"
-            outbox = tmp_path / "outbox.db"
-            edge = start_edge(outbox=outbox, host=ns["broker_ip"], port=1883, device=device,
-                              produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
-                              rate=rate, prefix=in_e)
-            wait_until(lambda: store.count_events() >= 20, 60, "first events across the link")
-            ip("-n", ns["broker"], "link", "set", ns["vb"], "down")  # the cut
-            depths = []
-            t_cut = time.monotonic()
-            while time.monotonic() - t_cut < cut_s:
-                time.sleep(1.0)
-                depths.append(_depth(outbox))
-            stored_during = store.count_events()
-            ip("-n", ns["broker"], "link", "set", ns["vb"], "up")  # restored
-            t0 = time.monotonic()
-            edge.wait_line("PRODUCED", 60)
-            wait_until(lambda: store.count_events() >= n, 90, f"all {n} events after the link returned")
-            recovery = time.monotonic() - t0
-            time.sleep(1.0)
-            t = tally("network-cut", expected_ids(run, n), store, recovery, cut_s=cut_s,
-                      max_outbox_depth=max(depths), stored_at_end_of_cut=stored_during)
-            assert max(depths) >= rate * cut_s * 0.4, f"the outbox did not hold events during the cut: {depths}"
-            assert edge.alive() and col.alive()
-            assert_exactly_once(t)
-            assert t.dead_letters == 0
-        finally:
-            for p in (edge, col):
-                if p is not None:
-                    p.kill(signal.SIGTERM)
-            if bproc.poll() is None:
-                bproc.send_signal(signal.SIGTERM)
-                bproc.wait(10)
-            store.close()
+    ns = owned.enter_context(two_namespaces())  # deleted last, after everything in them stopped
+    in_b = ["ip", "netns", "exec", ns["broker"]]
+    in_e = ["ip", "netns", "exec", ns["edge"]]
+    broker = MosquittoBroker(tmp_path / "mqtt", port=1883)
+    conf = broker.conf_path.read_text().replace(
+        "listener 1883 127.0.0.1", f"listener 1883 127.0.0.1\nlistener 1883 {ns['broker_ip']}")
+    broker.conf_path.write_text(conf)
+    owned(subprocess.Popen([*in_b, broker.binary, "-c", str(broker.conf_path)],  # mosquitto in its namespace
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = owned(Store(db_url))
+    wait_until(lambda: broker.log_path.exists() and "running" in broker.log_path.read_text(), 20,
+               "mosquitto running in its namespace")
+    col = owned(start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=1883, device=device,
+                                log=tmp_path / "collector.log", prefix=in_b))
+    wait_until(lambda: "connected to" in col.log_tail(), 60, "collector connected")
+    time.sleep(1.5)  # SUBSCRIBE follows CONNACK
+    rate = 10.0
+    n, run = int(rate * (cut_s + 8)), "netcut"
+    outbox = tmp_path / "outbox.db"
+    edge = owned(start_edge(outbox=outbox, host=ns["broker_ip"], port=1883, device=device,
+                            produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
+                            rate=rate, prefix=in_e))
+    wait_until(lambda: store.count_events() >= 20, 60, "first events across the link")
+    ip("-n", ns["broker"], "link", "set", ns["vb"], "down")  # the cut
+    depths = []
+    t_cut = time.monotonic()
+    while time.monotonic() - t_cut < cut_s:
+        time.sleep(1.0)
+        depths.append(_depth(outbox))
+    stored_during = store.count_events()
+    ip("-n", ns["broker"], "link", "set", ns["vb"], "up")  # restored
+    t0 = time.monotonic()
+    edge.wait_line("PRODUCED", 60)
+    wait_until(lambda: store.count_events() >= n, 90, f"all {n} events after the link returned")
+    recovery = time.monotonic() - t0
+    time.sleep(1.0)
+    t = tally("network-cut", expected_ids(run, n), store, recovery, cut_s=cut_s,
+              max_outbox_depth=max(depths), stored_at_end_of_cut=stored_during)
+    assert max(depths) >= rate * cut_s * 0.4, f"the outbox did not hold events during the cut: {depths}"
+    assert edge.alive() and col.alive()
+    assert_exactly_once(t)
+    assert t.dead_letters == 0

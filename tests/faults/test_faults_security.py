@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from tests.faults.fault_edge import EventFactory, expected_ids
 from tests.faults.faults_helpers import (
     REPO,
     DeviceKeys,
+    Owned,
     Proc,
     Store,
     assert_exactly_once,
@@ -68,7 +68,7 @@ def _connect_rc(c: mqtt.Client, host: str, port: int, timeout: float = 10.0) -> 
 
 
 @pytest.mark.timeout(150)
-def test_tls_passwords_and_acl_end_to_end(broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tls_passwords_and_acl_end_to_end(broker_factory, tmp_path: Path, owned: Owned) -> None:  # type: ignore[no-untyped-def]
     dev_a = make_device(tmp_path / "keys", "box-a")
     # devices publish their own events, heartbeat and status and read only their own storage receipts;
     # only the collector may write receipts (a forged receipt would make an edge forget an event)
@@ -80,62 +80,55 @@ def test_tls_passwords_and_acl_end_to_end(broker_factory, tmp_path: Path) -> Non
             "topic write roadeye/v1/+/+/receipts\n")
     b = broker_factory(tls=True, passwords={"box-a": "pw-a", "box-b": "pw-b", "collector": "pw-c"}, acl=acl)
     db_url = f"sqlite:///{tmp_path / 'server.db'}"
-    store = Store(db_url)
-    col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=b.tls_port, device=dev_a,
+    store = owned(Store(db_url))
+    owned(start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=b.tls_port, device=dev_a,
                           log=tmp_path / "collector.log",
                           extra=["--mqtt-username", "collector", "--mqtt-password", "pw-c",
-                                 "--mqtt-tls-ca", str(b.ca_cert)])
-    edge = None
-    try:
-        wait_subscribed(store, b.host, b.tls_port, username="collector", password="pw-c", tls_ca=b.ca_cert)
-        n, run = 60, "tls"
-        edge = start_edge(outbox=tmp_path / "outbox.db", port=b.tls_port, device=dev_a,
-                          produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
-                          rate=30, extra=["--camera", "cam-a", "--username", "box-a", "--password", "pw-a",
-                                          "--tls-ca", str(b.ca_cert)])
-        edge.wait_line("PRODUCED", 60)
-        wait_until(lambda: store.count_events() >= n, 60, f"{n} events over TLS")
-        edge.wait_line("DRAINED", 30)  # the collector's receipts reached box-a through the ACL
+                                 "--mqtt-tls-ca", str(b.ca_cert)]))
+    wait_subscribed(store, b.host, b.tls_port, username="collector", password="pw-c", tls_ca=b.ca_cert)
+    n, run = 60, "tls"
+    edge = owned(start_edge(outbox=tmp_path / "outbox.db", port=b.tls_port, device=dev_a,
+                            produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
+                            rate=30, extra=["--camera", "cam-a", "--username", "box-a", "--password", "pw-a",
+                                            "--tls-ca", str(b.ca_cert)]))
+    edge.wait_line("PRODUCED", 60)
+    wait_until(lambda: store.count_events() >= n, 60, f"{n} events over TLS")
+    edge.wait_line("DRAINED", 30)  # the collector's receipts reached box-a through the ACL
 
-        # box-a (valid password, valid signing key) tries to publish as camera cam-b
-        fac = EventFactory("box-a", "site-f", "cam-b", dev_a.private, 0)
-        forged = fac.make("cross", 0)
-        c = mqtt_client("box-a-rogue", "box-a", "pw-a", b.ca_cert)
-        acks: list[int] = []
-        c.on_publish = lambda cl, u, mid, rc, p: acks.append(int(rc.value))
-        c.connect(b.host, b.tls_port)
-        c.loop_start()
-        c.publish(event_topic("site-f", "cam-b"), forged.to_bytes(), qos=1).wait_for_publish(10)
-        c.loop_stop()
-        c.disconnect()
-        assert acks == [0x87], f"broker answered {acks}, want 0x87 (not authorized)"
+    # box-a (valid password, valid signing key) tries to publish as camera cam-b
+    fac = EventFactory("box-a", "site-f", "cam-b", dev_a.private, 0)
+    forged = fac.make("cross", 0)
+    c = mqtt_client("box-a-rogue", "box-a", "pw-a", b.ca_cert)
+    acks: list[int] = []
+    c.on_publish = lambda cl, u, mid, rc, p: acks.append(int(rc.value))
+    c.connect(b.host, b.tls_port)
+    c.loop_start()
+    c.publish(event_topic("site-f", "cam-b"), forged.to_bytes(), qos=1).wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+    assert acks == [0x87], f"broker answered {acks}, want 0x87 (not authorized)"
 
-        # refused connections: wrong password, anonymous, another device's password, plain text on the TLS port
-        refused = {
-            "wrong password": _connect_rc(mqtt_client(None, "box-a", "nope", b.ca_cert), b.host, b.tls_port),
-            "anonymous": _connect_rc(mqtt_client(None, None, None, b.ca_cert), b.host, b.tls_port),
-            "b's password for a": _connect_rc(mqtt_client(None, "box-a", "pw-b", b.ca_cert), b.host, b.tls_port),
-            "plain text to TLS port": _connect_rc(mqtt_client(None, "box-a", "pw-a"), b.host, b.tls_port, 5),
-        }
-        for what, rc in refused.items():
-            ok = rc is not None and not isinstance(rc, Exception) and not rc.is_failure
-            assert not ok, f"{what}: connection accepted ({rc})"
-        time.sleep(2.0)
-        t = tally("tls-acl", expected_ids(run, n), store, None, cross_topic_puback=hex(acks[0]),
-                  refused={k: str(v) for k, v in refused.items()})
-        assert_exactly_once(t)
-        assert forged.event.event_id not in store.event_ids()
-        assert t.dead_letters == 0, "the refused publish must not even reach the collector"
-    finally:
-        if edge is not None:
-            edge.kill(signal.SIGTERM)
-        col.kill(signal.SIGTERM)
-        store.close()
+    # refused connections: wrong password, anonymous, another device's password, plain text on the TLS port
+    refused = {
+        "wrong password": _connect_rc(mqtt_client(None, "box-a", "nope", b.ca_cert), b.host, b.tls_port),
+        "anonymous": _connect_rc(mqtt_client(None, None, None, b.ca_cert), b.host, b.tls_port),
+        "b's password for a": _connect_rc(mqtt_client(None, "box-a", "pw-b", b.ca_cert), b.host, b.tls_port),
+        "plain text to TLS port": _connect_rc(mqtt_client(None, "box-a", "pw-a"), b.host, b.tls_port, 5),
+    }
+    for what, rc in refused.items():
+        ok = rc is not None and not isinstance(rc, Exception) and not rc.is_failure
+        assert not ok, f"{what}: connection accepted ({rc})"
+    time.sleep(2.0)
+    t = tally("tls-acl", expected_ids(run, n), store, None, cross_topic_puback=hex(acks[0]),
+              refused={k: str(v) for k, v in refused.items()})
+    assert_exactly_once(t)
+    assert forged.event.event_id not in store.event_ids()
+    assert t.dead_letters == 0, "the refused publish must not even reach the collector"
 
 
 # -- the running server: replay, web auth, traversal, verify ----------------------------------------
 @pytest.fixture
-def server(mosquitto, tmp_path: Path) -> Any:  # type: ignore[no-untyped-def]
+def server(mosquitto, tmp_path: Path, owned: Owned) -> Any:  # type: ignore[no-untyped-def]
     dev = make_device(tmp_path / "keys", "fault-box")
     data = tmp_path / "srv"
     cmd = [sys.executable, "-m", "edge.cli", "server"]
@@ -143,15 +136,13 @@ def server(mosquitto, tmp_path: Path) -> Any:  # type: ignore[no-untyped-def]
                        input=REVIEWER_PW + "\n", text=True, capture_output=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
     port = free_port()
-    proc = Proc([*cmd, "run", "--data-dir", str(data), "--mqtt-port", str(mosquitto.port), "--http-port",
-                 str(port), "--admin", f"boss:{ADMIN_PW}", "--register-device-key", f"{dev.device_id}={dev.public}",
-                 "--client-id", "faults-run"], tmp_path / "server.log")
-    try:
-        wait_port("127.0.0.1", port, 90, proc.proc)
-        yield {"url": f"http://127.0.0.1:{port}", "device": dev, "data": data,
-               "db_url": f"sqlite:///{data / 'roadeye.db'}", "proc": proc}
-    finally:
-        proc.kill(signal.SIGTERM)
+    proc = owned(Proc([*cmd, "run", "--data-dir", str(data), "--mqtt-port", str(mosquitto.port), "--http-port",
+                       str(port), "--admin", f"boss:{ADMIN_PW}",
+                       "--register-device-key", f"{dev.device_id}={dev.public}",
+                       "--client-id", "faults-run"], tmp_path / "server.log"))
+    wait_port("127.0.0.1", port, 90, proc.proc)
+    return {"url": f"http://127.0.0.1:{port}", "device": dev, "data": data,
+            "db_url": f"sqlite:///{data / 'roadeye.db'}", "proc": proc}
 
 
 def login(c: httpx.Client, user: str, pw: str) -> None:
@@ -171,9 +162,10 @@ def _publish(host: str, port: int, topic: str, payload: bytes) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_replayed_event_web_auth_traversal_and_verify(server: dict[str, Any], mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_replayed_event_web_auth_traversal_and_verify(server: dict[str, Any], mosquitto, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      owned: Owned) -> None:
     dev: DeviceKeys = server["device"]
-    store = Store(server["db_url"])
+    store = owned(Store(server["db_url"]))
     wait_until(lambda: store.scalar("SELECT COUNT(*) FROM users") is not None, 60, "server schema")
     wait_subscribed(store, mosquitto.host, mosquitto.port)
     fac = EventFactory(dev.device_id, "site-f", "cam-f", dev.private, 0)
@@ -185,7 +177,7 @@ def test_replayed_event_web_auth_traversal_and_verify(server: dict[str, Any], mo
     eid = msgs[0].event.event_id
     sha = msgs[0].event.evidence[0].sha256
 
-    anon = httpx.Client(base_url=server["url"], timeout=20)
+    anon = owned(httpx.Client(base_url=server["url"], timeout=20))
     # unauthenticated: API, evidence, pages
     assert anon.get("/api/events").status_code == 401
     assert anon.get(f"/api/events/{eid}").status_code == 401
@@ -194,7 +186,7 @@ def test_replayed_event_web_auth_traversal_and_verify(server: dict[str, Any], mo
     r = anon.get("/queue", follow_redirects=False)
     assert r.status_code in (302, 303, 307) and "/login" in r.headers["location"]
 
-    rev = httpx.Client(base_url=server["url"], timeout=20)
+    rev = owned(httpx.Client(base_url=server["url"], timeout=20))
     login(rev, "rev", REVIEWER_PW)
     # no CSRF token on a state change
     token = rev.headers.pop("X-CSRF-Token")
@@ -259,9 +251,9 @@ def test_replayed_event_web_auth_traversal_and_verify(server: dict[str, Any], mo
     raw[len(raw) // 2] ^= 0x01
     files[0].chmod(0o644)
     files[0].write_bytes(bytes(raw))
-    bad = verify()
-    assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert sha in bad.stdout, bad.stdout
+    failed = verify()
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert sha in failed.stdout, failed.stdout
     files[0].write_bytes(bytes(raw[: len(raw) // 2]))  # and truncated
     assert verify().returncode == 1
     raw[len(raw) // 2] ^= 0x01
@@ -275,13 +267,12 @@ def test_replayed_event_web_auth_traversal_and_verify(server: dict[str, Any], mo
         doc["plate"]["text"] = "京A00000"
         c.execute("UPDATE events SET event_json = ? WHERE event_id = ?", (json.dumps(doc, ensure_ascii=False),
                                                                            other_id))
-    bad = verify()
-    assert bad.returncode == 1 and other_id in bad.stdout, bad.stdout
+    failed = verify()
+    assert failed.returncode == 1 and other_id in failed.stdout, failed.stdout
     with sqlite3.connect(server["data"] / "roadeye.db") as c:
         c.execute("UPDATE events SET event_json = ?, plate_text = ? WHERE event_id = ?",
                   (row[0], "京B11111", other_id))
-    bad = verify()
-    assert bad.returncode == 1 and "plate_text" in bad.stdout, bad.stdout
+    failed = verify()
+    assert failed.returncode == 1 and "plate_text" in failed.stdout, failed.stdout
     print("FIGURES security-web " + json.dumps({"replays": 3, "stored": store.count_events(),
                                                   "audit_rows_unchanged": True}))
-    store.close()

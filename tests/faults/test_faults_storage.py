@@ -25,6 +25,7 @@ import pytest
 from tests.faults.fault_edge import expected_ids
 from tests.faults.faults_helpers import (
     DeviceKeys,
+    Owned,
     Store,
     assert_exactly_once,
     produced_ids,
@@ -90,14 +91,14 @@ def disk_full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
     tmp = tmp_path_factory.mktemp("diskfull")
     device = make_device(tmp / "keys")
-    broker = MosquittoBroker(tmp / "mqtt").start()
-    db_url = f"sqlite:///{tmp / 'server.db'}"
-    store = Store(db_url)
-    col = start_collector(db_url=db_url, data_dir=tmp / "srv", port=broker.port, device=device,
-                          log=tmp / "collector.log")
-    edge = None
     obs: dict[str, Any] = {"alarm_metric": [], "alarm_heartbeat": [], "depth_metric": []}
-    with small_tmpfs(tmp / "fs", "24m") as fs:
+    with Owned() as owned:
+        broker = owned(MosquittoBroker(tmp / "mqtt").start())
+        db_url = f"sqlite:///{tmp / 'server.db'}"
+        store = owned(Store(db_url))
+        owned(start_collector(db_url=db_url, data_dir=tmp / "srv", port=broker.port, device=device,
+                              log=tmp / "collector.log"))
+        fs = owned.enter_context(small_tmpfs(tmp / "fs", "24m"))
         try:
             wait_subscribed(store, broker.host, broker.port)
             mport = free_port()
@@ -105,6 +106,7 @@ def disk_full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             edge = start_edge(outbox=fs / "outbox.db", port=broker.port, device=device,
                               produced=tmp / "produced.log", log=tmp / "edge.log", run_id=run, count=n, rate=20,
                               extra=["--metrics-port", str(mport), "--heartbeat-s", "0.5"])
+            owned.callback(edge.kill, signal.SIGKILL)  # this one is SIGKILLed, not stopped
             wait_until(lambda: store.count_events() >= 40, 60, "first events stored")
             if not uplink_up:
                 broker.stop(signal.SIGTERM)  # the outbox has to hold events
@@ -147,12 +149,6 @@ def disk_full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             raise RuntimeError(f"disk-full scenario failed: {exc}") from exc
         else:
             yield obs
-        finally:
-            if edge is not None:
-                edge.kill(signal.SIGKILL)
-            col.kill(signal.SIGTERM)
-            broker.close()
-            store.close()
 
 
 @pytest.mark.timeout(200)
@@ -182,89 +178,75 @@ def test_outbox_disk_full_loses_nothing(disk_full_run: dict[str, Any]) -> None:
 # -- collector database down ---------------------------------------------------------------------
 @pytest.mark.timeout(150)
 def test_postgres_down_collector_stops_acking_broker_keeps_messages(mosquitto, device: DeviceKeys,  # type: ignore[no-untyped-def]
-                                                                   tmp_path: Path) -> None:
-    pg = PostgresServer()  # our own: the session's shared server must stay up for others
+                                                                   tmp_path: Path, owned: Owned) -> None:
+    pg = owned(PostgresServer())  # our own: the session's shared server must stay up for others
     pg.start()
     url = pg.create_database("faults")
-    store = Store(url)
-    col = start_collector(db_url=url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
-                          log=tmp_path / "collector.log")
-    edge = None
-    try:
-        wait_subscribed(store, mosquitto.host, mosquitto.port)
-        n, run = 200, "pgdown"
-        edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
-                          produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
-                          rate=20)
-        wait_until(lambda: store.count_events() >= 40, 60, "first events stored")
-        pg.stop("immediate")
-        time.sleep(6.0)
-        # the broker took (PUBACKed) the events; the collector could not store them, so no receipts
-        # came and the edge still holds them too (parked, waiting for a receipt)
-        edge_outbox = sqlite3.connect(f"file:{tmp_path / 'outbox.db'}?mode=ro", uri=True)
-        depth, parked = edge_outbox.execute(
-            "SELECT COUNT(*) FILTER (WHERE puback_at IS NULL), COUNT(puback_at) FROM outbox").fetchone()
-        edge_outbox.close()
-        produced_during = len(produced_ids(tmp_path / "produced.log"))
-        assert col.alive(), col.log_tail()
-        pg.start()
-        t0 = time.monotonic()
-        edge.wait_line("PRODUCED", 60)
-        wait_until(lambda: store.count_events() >= n, 90, f"all {n} stored after PostgreSQL returned")
-        recovery = time.monotonic() - t0
-        time.sleep(1.0)
-        t = tally("postgres-down", expected_ids(run, n), store, recovery, edge_unsent_during=depth,
-                  edge_awaiting_receipt_during=parked, produced_when_db_back=produced_during)
-        assert depth <= 25, f"the broker did not take the events while the database was down: {depth} unsent"
-        assert parked >= 40, f"the edge forgot events no collector had stored: only {parked} kept"
-        assert "storing" in col.log_tail(200000) or "failed" in col.log_tail(200000)
-        assert_exactly_once(t)
-        assert t.dead_letters == 0
-    finally:
-        if edge is not None:
-            edge.kill(signal.SIGTERM)
-        col.kill(signal.SIGTERM)
-        store.close()
-        pg.close()
+    store = owned(Store(url))
+    col = owned(start_collector(db_url=url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
+                                log=tmp_path / "collector.log"))
+    wait_subscribed(store, mosquitto.host, mosquitto.port)
+    n, run = 200, "pgdown"
+    edge = owned(start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
+                            produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
+                            rate=20))
+    wait_until(lambda: store.count_events() >= 40, 60, "first events stored")
+    pg.stop("immediate")
+    time.sleep(6.0)
+    # the broker took (PUBACKed) the events; the collector could not store them, so no receipts
+    # came and the edge still holds them too (parked, waiting for a receipt)
+    edge_outbox = sqlite3.connect(f"file:{tmp_path / 'outbox.db'}?mode=ro", uri=True)
+    depth, parked = edge_outbox.execute(
+        "SELECT COUNT(*) FILTER (WHERE puback_at IS NULL), COUNT(puback_at) FROM outbox").fetchone()
+    edge_outbox.close()
+    produced_during = len(produced_ids(tmp_path / "produced.log"))
+    assert col.alive(), col.log_tail()
+    pg.start()
+    t0 = time.monotonic()
+    edge.wait_line("PRODUCED", 60)
+    wait_until(lambda: store.count_events() >= n, 90, f"all {n} stored after PostgreSQL returned")
+    recovery = time.monotonic() - t0
+    time.sleep(1.0)
+    t = tally("postgres-down", expected_ids(run, n), store, recovery, edge_unsent_during=depth,
+              edge_awaiting_receipt_during=parked, produced_when_db_back=produced_during)
+    assert depth <= 25, f"the broker did not take the events while the database was down: {depth} unsent"
+    assert parked >= 40, f"the edge forgot events no collector had stored: only {parked} kept"
+    assert "storing" in col.log_tail(200000) or "failed" in col.log_tail(200000)
+    assert_exactly_once(t)
+    assert t.dead_letters == 0
 
 
 @pytest.mark.timeout(120)
-def test_sqlite_locked_collector_retries_then_stores_once(mosquitto, device: DeviceKeys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_locked_collector_retries_then_stores_once(mosquitto, device: DeviceKeys,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path, owned: Owned) -> None:
     db_path = tmp_path / "server.db"
     db_url = f"sqlite:///{db_path}"
-    store = Store(db_url)
-    col = start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
-                          log=tmp_path / "collector.log")
-    edge = None
-    try:
-        wait_subscribed(store, mosquitto.host, mosquitto.port)
-        n, run = 160, "sqlitelock"
-        edge = start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
-                          produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
-                          rate=20)
-        wait_until(lambda: store.count_events() >= 30, 60, "first events stored")
-        # another process takes the write lock (a backup, a stuck admin shell...) for a while
-        locker = sqlite3.connect(str(db_path), timeout=30, isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")
-        t_lock = time.monotonic()
-        time.sleep(6.0)
-        locker.execute("ROLLBACK")
-        locker.close()
-        held = time.monotonic() - t_lock
-        t0 = time.monotonic()
-        edge.wait_line("PRODUCED", 60)
-        wait_until(lambda: store.count_events() >= n, 90, f"all {n} stored after the lock went away")
-        recovery = time.monotonic() - t0
-        time.sleep(1.0)
-        t = tally("sqlite-locked", expected_ids(run, n), store, recovery, lock_held_s=round(held, 1))
-        assert col.alive()
-        assert_exactly_once(t)
-        assert t.dead_letters == 0
-    finally:
-        if edge is not None:
-            edge.kill(signal.SIGTERM)
-        col.kill(signal.SIGTERM)
-        store.close()
+    store = owned(Store(db_url))
+    col = owned(start_collector(db_url=db_url, data_dir=tmp_path / "srv", port=mosquitto.port, device=device,
+                                log=tmp_path / "collector.log"))
+    wait_subscribed(store, mosquitto.host, mosquitto.port)
+    n, run = 160, "sqlitelock"
+    edge = owned(start_edge(outbox=tmp_path / "outbox.db", port=mosquitto.port, device=device,
+                            produced=tmp_path / "produced.log", log=tmp_path / "edge.log", run_id=run, count=n,
+                            rate=20))
+    wait_until(lambda: store.count_events() >= 30, 60, "first events stored")
+    # another process takes the write lock (a backup, a stuck admin shell...) for a while
+    locker = sqlite3.connect(str(db_path), timeout=30, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    t_lock = time.monotonic()
+    time.sleep(6.0)
+    locker.execute("ROLLBACK")
+    locker.close()
+    held = time.monotonic() - t_lock
+    t0 = time.monotonic()
+    edge.wait_line("PRODUCED", 60)
+    wait_until(lambda: store.count_events() >= n, 90, f"all {n} stored after the lock went away")
+    recovery = time.monotonic() - t0
+    time.sleep(1.0)
+    t = tally("sqlite-locked", expected_ids(run, n), store, recovery, lock_held_s=round(held, 1))
+    assert col.alive()
+    assert_exactly_once(t)
+    assert t.dead_letters == 0
 
 
 class FullDiskOutbox:
@@ -287,14 +269,15 @@ class FullDiskOutbox:
 
 
 @pytest.mark.timeout(60)
-def test_failing_outbox_delete_after_puback_does_not_stop_publishing(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failing_outbox_delete_after_puback_does_not_stop_publishing(mosquitto, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                    owned: Owned) -> None:
     """Regression (fixed in edge/publish.py _settle): an exception from Outbox.ack inside paho's
     on_publish callback killed the network thread, and the box never published again."""
     from edge.config import BrokerConfig
     from edge.publish import MqttPublisher
     from tests.integration.edge.edge_mqtt_helpers import Recorder
 
-    rec = Recorder(mosquitto.host, mosquitto.port, topic="roadeye/v1/+/+/events")
+    rec = owned(Recorder(mosquitto.host, mosquitto.port, topic="roadeye/v1/+/+/events"))
     ob = FullDiskOutbox(tmp_path / "outbox.db", failures=3)
     ids = [f"0190{i:04x}-0000-7000-8000-000000000000" for i in range(40)]
     for i in ids[:20]:
@@ -302,15 +285,12 @@ def test_failing_outbox_delete_after_puback_does_not_stop_publishing(mosquitto, 
     pub = MqttPublisher(BrokerConfig(host=mosquitto.host, port=mosquitto.port, max_inflight=5,
                                      require_receipt=False), "box-01", "site-1", ob)  # type: ignore[arg-type]
     pub.start()
-    try:
-        assert rec.wait_for(set(ids[:20]), 20)
-        for i in ids[20:]:  # later events still go out: the network thread is alive
-            ob.put(i, "roadeye/v1/site-1/cam1/events", b'{"event":{"event_id":"%s"}}' % i.encode())
-            pub.notify()
-        assert rec.wait_for(set(ids), 30), rec.counts()
-        assert pub.wait_drained(30), ob.depth()
-        assert ob.failures == 0
-        assert pub.client._thread is not None and pub.client._thread.is_alive()
-    finally:
-        pub.stop()
-        rec.close()
+    owned.callback(pub.stop)
+    assert rec.wait_for(set(ids[:20]), 20)
+    for i in ids[20:]:  # later events still go out: the network thread is alive
+        ob.put(i, "roadeye/v1/site-1/cam1/events", b'{"event":{"event_id":"%s"}}' % i.encode())
+        pub.notify()
+    assert rec.wait_for(set(ids), 30), rec.counts()
+    assert pub.wait_drained(30), ob.depth()
+    assert ob.failures == 0
+    assert pub.client._thread is not None and pub.client._thread.is_alive()
