@@ -94,6 +94,10 @@ class Collector:
         self._last_message = time.monotonic()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        self._intake_n = 0
+        self._intake_bytes = 0
+        self._intake_lock = threading.Lock()
+        self._drop_logged = -1e9
         # stage 1 -> stage 2; bounded so flushed-but-uncommitted batches cannot pile up
         self._commits: queue.Queue[tuple[list[_Msg], list[Prepared]]] = queue.Queue(maxsize=2)
         self._committer: threading.Thread | None = None
@@ -151,6 +155,8 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._last_message = time.monotonic()
+        if not self._admit(msg.qos, len(msg.payload)):
+            return
         m = _Msg(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         pool = self._pool
         if pool is not None:  # validation starts at once, in parallel, while earlier batches commit
@@ -159,6 +165,44 @@ class Collector:
             except RuntimeError:  # pool broken or shutting down: validated inline later
                 m.future = None
         self._queue.put(m)
+
+    # -- bounded intake ----------------------------------------------------------------------
+    def _admit(self, qos: int, size: int) -> bool:
+        """Bounded intake. QoS 1/2 messages are always taken: the broker sends at most
+        `receive_maximum` of them unacknowledged, and we acknowledge only after storing, so
+        they bound themselves. QoS 0 messages bypass that flow control (a flood of them is
+        the broker writing as fast as the socket allows); beyond `intake_max_messages` /
+        `intake_max_bytes` held in memory they are counted and dropped. Edges publish QoS 1."""
+        s = self.settings
+        with self._intake_lock:
+            if qos == 0 and (self._intake_n >= s.intake_max_messages
+                             or self._intake_bytes + size > s.intake_max_bytes):
+                self.stats["dropped_qos0"] += 1
+                now = time.monotonic()
+                if now - self._drop_logged > 60:
+                    self._drop_logged = now
+                    log.warning("intake full (%d messages, %d bytes): dropping QoS 0 messages "
+                                "(%d so far); edges publish QoS 1", self._intake_n, self._intake_bytes,
+                                self.stats["dropped_qos0"])
+                return False
+            self._intake_n += 1
+            self._intake_bytes += size
+            if self._intake_n > self.stats["intake_high_water_messages"]:
+                self.stats["intake_high_water_messages"] = self._intake_n
+            if self._intake_bytes > self.stats["intake_high_water_bytes"]:
+                self.stats["intake_high_water_bytes"] = self._intake_bytes
+            return True
+
+    def _release(self, batch: list[_Msg]) -> None:
+        """A batch is done (stored and acknowledged, or abandoned): its memory is free."""
+        with self._intake_lock:
+            self._intake_n -= len(batch)
+            self._intake_bytes -= sum(len(m.payload) for m in batch)
+
+    def intake(self) -> tuple[int, int]:
+        """(messages, payload bytes) received and not yet done."""
+        with self._intake_lock:
+            return self._intake_n, self._intake_bytes
 
     # -- worker ----------------------------------------------------------------------------
     def _next_batch(self) -> list[_Msg]:
@@ -312,7 +356,7 @@ class Collector:
                 log.exception("unexpected error in the collector's evidence stage")
             finally:
                 if not handed:
-                    self._done_one()
+                    self._done_one(batch)
 
     def _commit_work(self) -> None:
         """Stage-2 thread; after a stop it still commits what stage 1 handed over."""
@@ -328,9 +372,10 @@ class Collector:
             except Exception:  # never die on one bad batch: it stays unacked
                 log.exception("unexpected error in the collector's commit stage")
             finally:
-                self._done_one()
+                self._done_one(batch)
 
-    def _done_one(self) -> None:
+    def _done_one(self, batch: list[_Msg]) -> None:
+        self._release(batch)
         with self._inflight_lock:
             self._inflight -= 1
 

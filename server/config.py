@@ -44,6 +44,10 @@ class CollectorSettings(_Strict):
     retry_max_s: float = Field(default=30.0, gt=0, description="Backoff ceiling while storage is down.")
     workers: int = Field(default=0, ge=0, le=64, description="Validation processes (0 = validate in the collector "
                          "process; the CLI defaults to one per core, at most 4).")
+    intake_max_messages: int = Field(default=500, ge=1, description="Messages held in memory (received, not yet "
+                                     "stored); QoS 0 messages beyond it are dropped (QoS 1 ones are flow-controlled "
+                                     "by the broker's receive maximum).")
+    intake_max_bytes: int = Field(default=128 * 1024 * 1024, gt=0, description="The same bound in payload bytes.")
     receipts: bool = Field(default=True, description="Publish a storage Receipt per (site, device) after each "
                            "group commit on roadeye/v1/<site>/<device>/receipts (QoS 1).")
 
