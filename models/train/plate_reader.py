@@ -348,7 +348,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
           quick: bool = False, synth_dir: Path | list[Path] | None = None, holdout_val: bool = False,
           threads: int = 1, steps_per_epoch: int | None = None, init: Path | None = None,
           lr: float = 2e-3, real_share: float = REAL_SHARE, stop_after: int | None = None,
-          arch: str = "base", export_every: int = 5) -> Path:
+          arch: str = "base", export_every: int = 5, reschedule: bool = False) -> Path:
     """Train the CRNN on the trainable 70% of plates-cn-crops + rendered plates; export ONNX.
 
     Checkpoints every epoch to out_dir/last.pt and resumes from it when present (same
@@ -359,7 +359,9 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     starts from the weights of an earlier checkpoint / last.pt (fine-tuning, fresh schedule);
     `stop_after` ends the run after that many epochs of the `epochs`-long schedule.
     `arch` picks the network (ARCHS; "base" is the released 1.0 recipe); `export_every`
-    writes plate_reader_eNNN.onnx every that many epochs (and at the end).
+    writes plate_reader_eNNN.onnx every that many epochs (and at the end). `reschedule` resumes
+    a run whose checkpoint was made for another `epochs` (e.g. to end a CPU-bound run sooner):
+    weights, optimiser and RNG continue, the one-cycle LR follows the new length from here.
     Returns the path of the exported ONNX file (out_dir/plate_reader.onnx).
     """
     import torch
@@ -445,10 +447,18 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     history: list[dict[str, float]] = []
     if ckpt.is_file() and not quick:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("epochs") == epochs and state.get("run_key") == run_key:
+        same_len = state.get("epochs") == epochs
+        if state.get("run_key") == run_key and (same_len or (reschedule and int(state["epoch"]) + 1 < epochs)):
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
+            if same_len:
+                sched.load_state_dict(state["sched"])
+            else:  # same run, new length: the one-cycle LR continues on the new curve
+                done = (int(state["epoch"]) + 1) * steps
+                sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1),
+                                                            pct_start=0.1, last_epoch=done - 1)
+                log.info("rescheduled %s from %s to %d epochs (lr now %.2e)", ckpt, state.get("epochs"), epochs,
+                         sched.get_last_lr()[0])
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             start_epoch = int(state["epoch"]) + 1
@@ -649,6 +659,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="network: base = released 1.0 CRNN (32x96, 410k params); wide = 2x conv widths + "
                         "2-layer BiLSTM 128 (32x96); wide48 = wide at 48x144")
     t.add_argument("--export-every", type=int, default=5, help="export plate_reader_eNNN.onnx every N epochs")
+    t.add_argument("--reschedule", action="store_true",
+                   help="resume last.pt even if it was made for another --epochs (LR follows the new length)")
     t.add_argument("--steps-per-epoch", type=int, default=None, help=f"default {STEPS_PER_EPOCH}")
     e = sub.add_parser("eval", help="evaluate an ONNX file (onnxruntime), print JSON")
     e.add_argument("onnx", type=Path)
@@ -660,7 +672,8 @@ def main(argv: list[str] | None = None) -> None:
         p = train(a.out, epochs=a.epochs, seed=a.seed, datasets_root=a.datasets, synth_n=a.synth_n,
                   quick=a.quick, synth_dir=a.synth_dir, holdout_val=a.holdout_val, threads=a.threads,
                   steps_per_epoch=a.steps_per_epoch, init=a.init, lr=a.lr, real_share=a.real_share,
-                  stop_after=a.stop_after, arch=a.arch, export_every=a.export_every)
+                  stop_after=a.stop_after, arch=a.arch, export_every=a.export_every,
+                  reschedule=a.reschedule)
         print(p)
     else:
         print(json.dumps(evaluate(a.onnx, a.data, part=a.part), ensure_ascii=False, indent=1))

@@ -112,3 +112,25 @@ def test_quick_wide_run_through_the_cli_exports_its_input_size(tmp_path: Path) -
     assert r.input_size == (48, 144)
     assert r.metadata["arch"] == "wide48" and r.metadata["version"] == "2.1.0"
     assert len(r.read_batch([np.zeros((24, 94, 3), np.uint8), np.zeros((60, 120, 3), np.uint8)])) == 2
+
+
+def test_reschedule_resumes_a_run_with_a_new_length(tmp_path: Path) -> None:
+    synth = _tiny_synth(tmp_path)
+    kw: dict[str, Any] = dict(seed=1, datasets_root=tmp_path / "none", synth_n=0, synth_dir=synth,
+                              steps_per_epoch=2, export_every=10)
+    out = tmp_path / "run"
+    plate_reader.train(out, epochs=4, stop_after=1, **kw)
+    first = torch.load(out / "last.pt", weights_only=False)["history"][0]
+    plate_reader.train(out, epochs=2, reschedule=True, **kw)  # 4-epoch run shortened to 2
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["epochs"] == 2 and [h["epoch"] for h in state["history"]] == [0, 1]
+    kept = state["history"][0]
+    assert (kept["sec"], kept["loss"]) == (first["sec"], first["loss"])  # epoch 0 was kept, not retrained
+    plate_reader.train(out / "b", epochs=4, stop_after=1, **kw)
+    first_b = torch.load(out / "b" / "last.pt", weights_only=False)["history"][0]
+    plate_reader.train(out / "b", epochs=2, **kw)  # without reschedule: a fresh 2-epoch run
+    fresh = torch.load(out / "b" / "last.pt", weights_only=False)["history"]
+    assert fresh[0]["sec"] != first_b["sec"] and fresh[0]["lr"] != first_b["lr"]
+    # the rescheduled run's LR ends where a 2-epoch schedule ends, not where the 4-epoch one was
+    assert state["history"][1]["lr"] == pytest.approx(fresh[1]["lr"], rel=1e-6)
+    assert first["lr"] != pytest.approx(fresh[0]["lr"], rel=1e-3)
