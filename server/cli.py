@@ -313,6 +313,25 @@ def verify(cfg: ServerConfig) -> None:
         sys.exit(1)
 
 
+@server.command()
+@_storage_options
+@click.option("--rejected-days", type=click.IntRange(min=0), default=None,
+              help="Delete the evidence images of events rejected more than N days ago.")
+@click.option("--confirmed-days", type=click.IntRange(min=0), default=None,
+              help="Delete the evidence images of events confirmed more than M days ago.")
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
+def retention(cfg: ServerConfig, rejected_days: int | None, confirmed_days: int | None, dry_run: bool) -> None:
+    """Evidence retention: delete old reviewed events' images (blobs no other event uses),
+    keep the signed event, its reviews and the audit trail; prints a JSON report."""
+    from server.retention import RetentionPolicy, purge_evidence
+
+    if rejected_days is None and confirmed_days is None:
+        raise click.UsageError("give --rejected-days N and/or --confirmed-days M")
+    db, store = _open(cfg)
+    rep = purge_evidence(db, store, RetentionPolicy(rejected_days, confirmed_days), dry_run=dry_run)
+    click.echo(json.dumps(rep.as_dict(), indent=2, ensure_ascii=False))
+
+
 @server.group()
 def db() -> None:
     """Database schema management."""

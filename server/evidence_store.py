@@ -66,6 +66,10 @@ class EvidenceStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
+    def delete(self, sha256: str) -> bool:
+        """Remove an item for good (retention); False when it was not there."""
+        ...
+
     def iter_ids(self) -> Iterator[str]: ...
 
     def describe(self) -> str: ...
@@ -180,6 +184,16 @@ class LocalEvidenceStore:
             return self.path_for(sha256).read_bytes()
         except FileNotFoundError as exc:
             raise KeyError(sha256) from exc
+
+    def delete(self, sha256: str) -> bool:
+        """Unlink the file and make the unlink durable (a purge that a crash undoes is no purge)."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(path.parent)
+        return True
 
     def iter_ids(self) -> Iterator[str]:
         for p in sorted(self.root.glob("??/??/*")):
@@ -308,6 +322,17 @@ class S3EvidenceStore:
                 raise KeyError(sha256) from exc
             raise EvidenceStoreError(f"S3 get_object failed: {exc}") from exc
         return bytes(obj["Body"].read())
+
+    def delete(self, sha256: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not self.exists(sha256):
+            return False
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
+        except (BotoCoreError, ClientError) as exc:
+            raise EvidenceStoreError(f"S3 delete_object failed: {exc}") from exc
+        return True
 
     def iter_ids(self) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

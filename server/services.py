@@ -104,6 +104,8 @@ def reviews_csv(s: Session) -> str:
 class VerifyReport:
     events: int = 0
     evidence_files: int = 0
+    purged_events: int = 0  # evidence deleted under the retention policy (not a problem)
+    evidence_purged: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +114,7 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "events": self.events, "evidence_files": self.evidence_files,
+                "purged_events": self.purged_events, "evidence_purged": self.evidence_purged,
                 "problems": self.problems}
 
 
@@ -120,6 +123,8 @@ def verify_all(s: Session, store: EvidenceStore) -> VerifyReport:
 
     Detects: evidence bytes changed or missing, event JSON edited in the database,
     indexed columns that no longer match the signed JSON, and keys that no longer verify.
+    Events whose evidence was purged under the retention policy are counted as purged: their
+    signature and columns are still checked, their images are expected to be gone.
     """
     rep = VerifyReport()
     keys: dict[str, Ed25519PublicKey | None] = {}
@@ -155,6 +160,10 @@ def verify_all(s: Session, store: EvidenceStore) -> VerifyReport:
         listed = {e.sha256 for e in ev.evidence}
         if {e.sha256 for e in row.evidence} != listed:
             rep.problems.append(f"event {row.event_id}: evidence rows differ from the signed evidence list")
+        if row.evidence_purged_at is not None:
+            rep.purged_events += 1
+            rep.evidence_purged += len(ev.evidence)
+            continue
         for item in ev.evidence:
             rep.evidence_files += 1
             try:

@@ -42,7 +42,8 @@ def write_yolo_zip(s: Session, store: EvidenceStore, out: IO[bytes]) -> dict[str
     mw.writerow(["image", "split", "event_id", "kind", "violation", "decision", "reason_code", "plate_text",
                  "camera_id", "site_id", "captured_at"])
     rows = s.scalars(
-        select(EventRow).where(EventRow.status.in_([EventStatus.CONFIRMED.value, EventStatus.REJECTED.value]))
+        select(EventRow).where(EventRow.status.in_([EventStatus.CONFIRMED.value, EventStatus.REJECTED.value]),
+                               EventRow.evidence_purged_at.is_(None))  # no images left to train on
         .options(selectinload(EventRow.evidence), selectinload(EventRow.reviews))
         .order_by(EventRow.captured_at, EventRow.event_id))
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:

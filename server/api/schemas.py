@@ -91,6 +91,8 @@ class EventSummary(_Out):
 class EventDetail(EventSummary):
     track_id: int
     frame_seq: int
+    evidence_purged_at: datetime | None = Field(
+        None, description="When the evidence images were deleted under the retention policy (then 410 Gone).")
     evidence: list[EvidenceOut]
     reviews: list[ReviewOut]
     signed_event: dict[str, Any] = Field(description="The event exactly as signed by the device.")

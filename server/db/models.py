@@ -89,6 +89,8 @@ class EventRow(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     event_json: Mapped[str] = mapped_column(Text)
+    #: evidence images deleted under the retention policy (signed JSON, evidence rows, reviews kept)
+    evidence_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     evidence: Mapped[list[EvidenceRow]] = relationship(
         back_populates="event", cascade="all, delete-orphan", order_by="EvidenceRow.position"

@@ -18,6 +18,7 @@ def event_detail(row: EventRow) -> EventDetail:
         **base,
         track_id=row.track_id,
         frame_seq=row.frame_seq,
+        evidence_purged_at=row.evidence_purged_at,
         evidence=[EvidenceOut.model_validate(e).model_copy(update={"url": evidence_url(e.sha256)})
                   for e in row.evidence],
         reviews=[ReviewOut(stage=r.stage, decision=r.decision, reason_code=r.reason_code,

@@ -36,7 +36,7 @@ def run(*args: str, input: str | None = None) -> tuple[int, str]:
 
 def test_admin_commands_and_verify(datadir: Path, tmp_path: Path) -> None:
     code, out = run("db", "upgrade", "--data-dir", str(datadir))
-    assert code == 0 and "revision 0001" in out
+    assert code == 0 and "revision 0002" in out
     code, out = run("adduser", "chief", "--role", "admin", "--password-stdin", "--data-dir", str(datadir),
                     input="long-enough-pw\n")
     assert code == 0 and "created admin 'chief'" in out

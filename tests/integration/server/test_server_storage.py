@@ -49,9 +49,9 @@ def test_migrations_create_schema_and_are_idempotent(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {"events", "evidence", "devices", "device_health", "camera_health", "dead_letters",
             "users", "reviews", "audit_log", "alembic_version"} <= tables
-    assert current_revision(db.engine) == "0001"
+    assert current_revision(db.engine) == "0002"
     Database(db.url).dispose()  # second start: upgrade is a no-op
-    assert current_revision(db.engine) == "0001"
+    assert current_revision(db.engine) == "0002"
 
 
 def test_event_and_evidence_stored(db: Database, ingestor: Ingestor, device: SampleDevice,
