@@ -90,7 +90,7 @@ def create_app(cfg: ServerConfig, db: Database, store: EvidenceStore, collector:
             body["collector_connected"] = collector.connected.is_set()
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    from server.web.views import html_error
+    from server.web.views import LoginRequired, html_error, login_redirect
     from server.web.views import router as web_router
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -103,6 +103,11 @@ def create_app(cfg: ServerConfig, db: Database, store: EvidenceStore, collector:
         if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
             return await http_exception_handler(request, exc)
         return html_error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        """Pages (not the API) send anonymous visitors to the login page and back."""
+        return login_redirect(request)
 
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")

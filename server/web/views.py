@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ templates.env.globals.update(VIOLATION_LABELS=VIOLATION_LABELS, STATUS_LABELS=ST
                              REASON_CODES=REASON_CODES)
 
 
-class _Login(Exception):
-    pass
+class LoginRequired(Exception):
+    """Raised by `page_user` for an anonymous visitor; the app answers with a redirect to
+    /login?next=<this page> (see `create_app`)."""
 
 
 def _page(request: Request, name: str, user: User | None, **ctx: Any) -> HTMLResponse:
@@ -67,12 +69,22 @@ def html_error(request: Request, status_code: int, detail: str) -> HTMLResponse:
     return resp
 
 
-def _need(user: User | None, request: Request, role: Role = Role.VIEWER) -> User:
-    if user is None:
-        raise _Login()
-    if not has_role(user.role, role):
-        raise HTTPException(403, f"this page needs role {role.value}")
-    return user
+def page_user(role: Role = Role.VIEWER) -> Callable[..., User]:
+    """The one login + role check of every page: anonymous -> login page (and back after),
+    logged in without `role` -> 403 page."""
+    def dep(user: User | None = Depends(optional_user)) -> User:
+        if user is None:
+            raise LoginRequired()
+        if not has_role(user.role, role):
+            raise HTTPException(403, f"this page needs role {role.value}")
+        return user
+
+    return dep
+
+
+viewer_page = page_user(Role.VIEWER)
+reviewer_page = page_user(Role.REVIEWER)
+admin_page = page_user(Role.ADMIN)
 
 
 def login_redirect(request: Request) -> Response:
@@ -93,12 +105,8 @@ def home(request: Request, user: User | None = Depends(optional_user)) -> Respon
 
 
 @router.get("/queue", response_class=HTMLResponse)
-def queue_page(request: Request, user: User | None = Depends(optional_user),
+def queue_page(request: Request, u: User = Depends(reviewer_page),
                s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request, Role.REVIEWER)
-    except _Login:
-        return login_redirect(request)
     return _page(request, "queue.html", u, counts=queue_counts(s))
 
 
@@ -112,11 +120,7 @@ def _plate_thumbs(s: Session, ids: list[str]) -> dict[str, str]:
 
 @router.get("/events", response_class=HTMLResponse)
 def events_page(request: Request, f: EventFilter = Depends(event_filter), page: int = Query(1, ge=1),
-                user: User | None = Depends(optional_user), s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request)
-    except _Login:
-        return login_redirect(request)
+                u: User = Depends(viewer_page), s: Session = Depends(db_session)) -> Response:
     page_size = 50
     rows, total = list_events(s, f, page, page_size)
     params = {k: v for k, v in request.query_params.items() if k != "page" and v}
@@ -129,12 +133,8 @@ def events_page(request: Request, f: EventFilter = Depends(event_filter), page: 
 
 
 @router.get("/events/{event_id}", response_class=HTMLResponse)
-def event_page(event_id: str, request: Request, user: User | None = Depends(optional_user),
+def event_page(event_id: str, request: Request, u: User = Depends(viewer_page),
                s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request)
-    except _Login:
-        return login_redirect(request)
     row = get_event(s, event_id.lower())
     if row is None:
         raise HTTPException(404, f"no event {event_id!r}")
@@ -155,11 +155,7 @@ def event_page(event_id: str, request: Request, user: User | None = Depends(opti
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, page: int = Query(1, ge=1), action: str | None = Query(None, max_length=64),
                target: str | None = Query(None, max_length=128), username: str | None = Query(None, max_length=64),
-               user: User | None = Depends(optional_user), s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request, Role.ADMIN)
-    except _Login:
-        return login_redirect(request)
+               u: User = Depends(admin_page), s: Session = Depends(db_session)) -> Response:
     rows, total = audit_query(s, page, 100, action or None, target or None, username or None)
     params = {k: v for k, v in request.query_params.items() if k != "page" and v}
     return _page(request, "audit.html", u, rows=rows, total=total, page=page,
@@ -168,12 +164,8 @@ def audit_page(request: Request, page: int = Query(1, ge=1), action: str | None 
 
 
 @router.get("/health", response_class=HTMLResponse)
-def health_page(request: Request, user: User | None = Depends(optional_user),
+def health_page(request: Request, u: User = Depends(viewer_page),
                 s: Session = Depends(db_session), svc: AppServices = Depends(services)) -> Response:
-    try:
-        u = _need(user, request)
-    except _Login:
-        return login_redirect(request)
     col = None
     if svc.collector is not None:
         col = {"connected": svc.collector.connected.is_set(), **dict(svc.collector.stats)}
@@ -181,31 +173,19 @@ def health_page(request: Request, user: User | None = Depends(optional_user),
 
 
 @router.get("/devices", response_class=HTMLResponse)
-def devices_page(request: Request, user: User | None = Depends(optional_user),
+def devices_page(request: Request, u: User = Depends(viewer_page),
                  s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request)
-    except _Login:
-        return login_redirect(request)
     return _page(request, "devices.html", u, devices=list(s.scalars(select(Device).order_by(Device.device_id))))
 
 
 @router.get("/users", response_class=HTMLResponse)
-def users_page(request: Request, user: User | None = Depends(optional_user),
+def users_page(request: Request, u: User = Depends(admin_page),
                s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request, Role.ADMIN)
-    except _Login:
-        return login_redirect(request)
     return _page(request, "users.html", u, users=list(s.scalars(select(User).order_by(User.username))))
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)
-def dead_letters_page(request: Request, user: User | None = Depends(optional_user),
+def dead_letters_page(request: Request, u: User = Depends(admin_page),
                       s: Session = Depends(db_session)) -> Response:
-    try:
-        u = _need(user, request, Role.ADMIN)
-    except _Login:
-        return login_redirect(request)
     rows = list(s.scalars(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(500)))
     return _page(request, "dead_letters.html", u, rows=rows)
