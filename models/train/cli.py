@@ -81,18 +81,22 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
                    "wide48 = wide at 48x144). Default base.")
 @click.option("--holdout-val", is_flag=True,
               help="plate_reader: keep the real 10% val part out of training and monitor it.")
+@click.option("--reschedule", is_flag=True,
+              help="plate_reader: resume --out/last.pt even if made for another --epochs (LR follows the new length).")
 def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None, batch: int | None, data: Path | None,
           synth_n: int | None, seed: int | None, synth: bool, real: bool, datasets_dir: Path | None,
           hours: float | None, init: Path | None, resume: bool, quick: bool, install: bool | None,
           workers: int, device: str, out_dir: Path | None, synth_dirs: tuple[Path, ...], lr: float | None,
-          real_share: float | None, stop_after: int | None, arch: str | None, holdout_val: bool) -> None:
+          real_share: float | None, stop_after: int | None, arch: str | None, holdout_val: bool,
+          reschedule: bool) -> None:
     """Train NAME (vehicles, plates, occupants, plate_reader) and export it to ONNX."""
     out_dir = (out_dir or REPO / "runs" / "models" / name).resolve()
     root = datasets_root(datasets_dir)
     if name == "plate_reader":
         onnx_path = _train_plate_reader(out_dir, root, epochs=epochs, seed=seed, synth_n=synth_n, quick=quick,
                                         synth_dirs=synth_dirs, init=init, lr=lr, real_share=real_share,
-                                        stop_after=stop_after, arch=arch, holdout_val=holdout_val)
+                                        stop_after=stop_after, arch=arch, holdout_val=holdout_val,
+                                        reschedule=reschedule)
         if install if install is not None else not quick:
             dest = MODELS_DIR / "plate_reader.onnx"
             if Path(onnx_path).resolve() != dest.resolve():
@@ -102,7 +106,8 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         return
 
     only_reader = {"--synth-dir": bool(synth_dirs), "--lr": lr is not None, "--real-share": real_share is not None,
-                   "--stop-after": stop_after is not None, "--arch": arch is not None, "--holdout-val": holdout_val}
+                   "--stop-after": stop_after is not None, "--arch": arch is not None, "--holdout-val": holdout_val,
+                   "--reschedule": reschedule}
     if used := [k for k, v in only_reader.items() if v]:
         raise click.UsageError(f"{', '.join(used)} only apply to plate_reader, not {name}")
     from models.train.yolo_train import TrainArgs, prepare_dataset, resolve_data_yaml, train_yolo
@@ -151,7 +156,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
 def _train_plate_reader(out_dir: Path, root: Path, *, epochs: int | None, seed: int | None, synth_n: int | None,
                         quick: bool, synth_dirs: tuple[Path, ...], init: Path | None, lr: float | None,
                         real_share: float | None, stop_after: int | None, arch: str | None,
-                        holdout_val: bool) -> Path:
+                        holdout_val: bool, reschedule: bool = False) -> Path:
     """Run models.train.plate_reader.train with the dispatcher's options (the card's stage commands)."""
     from models.train import plate_reader
 
@@ -170,7 +175,7 @@ def _train_plate_reader(out_dir: Path, root: Path, *, epochs: int | None, seed: 
             datasets_root=root if root.is_dir() else None,
             synth_n=0 if synth_dirs else (synth_n or (200 if quick else 20000)), quick=quick,
             synth_dir=list(synth_dirs) or None, init=init, stop_after=stop_after, arch=arch or "base",
-            holdout_val=holdout_val, **kwargs)
+            holdout_val=holdout_val, reschedule=reschedule, **kwargs)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
