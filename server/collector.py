@@ -96,7 +96,7 @@ class Collector:
         self._inflight_lock = threading.Lock()
         self._intake_n = 0
         self._intake_bytes = 0
-        self._intake_lock = threading.Lock()
+        self._intake_cond = threading.Condition()
         self._drop_logged = -1e9
         # stage 1 -> stage 2; bounded so flushed-but-uncommitted batches cannot pile up
         self._commits: queue.Queue[tuple[list[_Msg], list[Prepared]]] = queue.Queue(maxsize=2)
@@ -168,23 +168,41 @@ class Collector:
 
     # -- bounded intake ----------------------------------------------------------------------
     def _admit(self, qos: int, size: int) -> bool:
-        """Bounded intake. QoS 1/2 messages are always taken: the broker sends at most
-        `receive_maximum` of them unacknowledged, and we acknowledge only after storing, so
-        they bound themselves. QoS 0 messages bypass that flow control (a flood of them is
-        the broker writing as fast as the socket allows); beyond `intake_max_messages` /
-        `intake_max_bytes` held in memory they are counted and dropped. Edges publish QoS 1."""
+        """Bounded intake: at most `intake_max_messages` / `intake_max_bytes` received and not
+        yet stored are held in memory.
+
+        QoS 0 messages beyond the bound are counted and dropped (edges publish QoS 1; a QoS 0
+        flood is the broker writing as fast as the socket allows). A QoS 1 message beyond it
+        makes paho's network thread wait here until a batch is done: reading stops, TCP pushes
+        back and the broker keeps the messages (it holds them for our session anyway). That
+        is needed because mosquitto 2.0.11 stops honouring our MQTT 5 Receive Maximum after the
+        first PUBACKs (measured: receive maximum 10, 400 queued -> 10, then 110, then all 400
+        in flight). The wait is capped at `intake_wait_s` per message so the network thread
+        still sends keep-alives during a long storage outage (the intake then grows by at most
+        one message per wait)."""
         s = self.settings
-        with self._intake_lock:
-            if qos == 0 and (self._intake_n >= s.intake_max_messages
-                             or self._intake_bytes + size > s.intake_max_bytes):
-                self.stats["dropped_qos0"] += 1
-                now = time.monotonic()
-                if now - self._drop_logged > 60:
-                    self._drop_logged = now
-                    log.warning("intake full (%d messages, %d bytes): dropping QoS 0 messages "
-                                "(%d so far); edges publish QoS 1", self._intake_n, self._intake_bytes,
-                                self.stats["dropped_qos0"])
-                return False
+        with self._intake_cond:
+            def full() -> bool:
+                return self._intake_n >= s.intake_max_messages or self._intake_bytes + size > s.intake_max_bytes
+
+            if self._intake_n and full():  # an empty intake always takes one (even a huge message)
+                if qos == 0:
+                    self.stats["dropped_qos0"] += 1
+                    now = time.monotonic()
+                    if now - self._drop_logged > 60:
+                        self._drop_logged = now
+                        log.warning("intake full (%d messages, %d bytes): dropping QoS 0 messages (%d so far); "
+                                    "edges publish QoS 1", self._intake_n, self._intake_bytes,
+                                    self.stats["dropped_qos0"])
+                    return False
+                self.stats["intake_waits"] += 1
+                deadline = time.monotonic() + s.intake_wait_s
+                while self._intake_n and full() and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.stats["intake_wait_timeouts"] += 1
+                        break
+                    self._intake_cond.wait(left)
             self._intake_n += 1
             self._intake_bytes += size
             if self._intake_n > self.stats["intake_high_water_messages"]:
@@ -195,13 +213,14 @@ class Collector:
 
     def _release(self, batch: list[_Msg]) -> None:
         """A batch is done (stored and acknowledged, or abandoned): its memory is free."""
-        with self._intake_lock:
+        with self._intake_cond:
             self._intake_n -= len(batch)
             self._intake_bytes -= sum(len(m.payload) for m in batch)
+            self._intake_cond.notify_all()
 
     def intake(self) -> tuple[int, int]:
         """(messages, payload bytes) received and not yet done."""
-        with self._intake_lock:
+        with self._intake_cond:
             return self._intake_n, self._intake_bytes
 
     # -- worker ----------------------------------------------------------------------------

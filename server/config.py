@@ -45,9 +45,11 @@ class CollectorSettings(_Strict):
     workers: int = Field(default=0, ge=0, le=64, description="Validation processes (0 = validate in the collector "
                          "process; the CLI defaults to one per core, at most 4).")
     intake_max_messages: int = Field(default=500, ge=1, description="Messages held in memory (received, not yet "
-                                     "stored); QoS 0 messages beyond it are dropped (QoS 1 ones are flow-controlled "
-                                     "by the broker's receive maximum).")
-    intake_max_bytes: int = Field(default=128 * 1024 * 1024, gt=0, description="The same bound in payload bytes.")
+                                     "stored). Beyond it QoS 0 messages are dropped and QoS 1 ones wait in the "
+                                     "broker (the collector stops reading).")
+    intake_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="The same bound in payload bytes.")
+    intake_wait_s: float = Field(default=5.0, gt=0, le=60, description="Longest wait for room per QoS 1 message "
+                                 "(keeps keep-alives flowing during a storage outage).")
     receipts: bool = Field(default=True, description="Publish a storage Receipt per (site, device) after each "
                            "group commit on roadeye/v1/<site>/<device>/receipts (QoS 1).")
 

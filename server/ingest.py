@@ -90,6 +90,12 @@ class Prepared:
     device_id: str | None = None
     #: (site_id, device_id, event_id) the storage receipt for this message goes to; None = no receipt
     receipt: tuple[str, str, str] | None = None
+    # what `commit` needs of an event, computed where the CPU work runs (a validation worker
+    # returns these plain values, not the pydantic model: cheaper to pickle, no model work later)
+    event_id: str | None = None
+    row: dict[str, Any] | None = None  # events columns, received_at added at commit
+    evidence_rows: list[dict[str, Any]] = field(default_factory=list)
+    content_types: dict[str, str] = field(default_factory=dict)  # sha256 -> content type
 
 
 _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -219,14 +225,19 @@ class Ingestor:
                         f"event claims {ev.site_id!r}")
         body, signed_part = canonical_event(ev)
         if not verify_signature(ev, signed_part, key.public_key):
-            return dead(f"signature: invalid signature by {ev.device_id!r}")
+            body, signed_part = canonical_event(ev, fast=False)  # the reference encoder decides
+            if not verify_signature(ev, signed_part, key.public_key):
+                return dead(f"signature: invalid signature by {ev.device_id!r}")
         try:
             blobs = decode_blobs(msg)
         except EvidenceError as exc:
             return dead(f"evidence: {exc}")
+        text = body.decode()
+        row, evidence_rows = event_columns(ev, text)
         return Prepared(topic, payload, "event", event=ev, blobs=blobs, site_id=site,
-                        device_id=ev.device_id, body=body.decode(),
-                        receipt=(ev.site_id, ev.device_id, ev.event_id))
+                        device_id=ev.device_id, body=text, receipt=(ev.site_id, ev.device_id, ev.event_id),
+                        event_id=ev.event_id, row=row, evidence_rows=evidence_rows,
+                        content_types={e.sha256: e.content_type for e in ev.evidence})
 
     def _prepare_heartbeat(self, topic: str, payload: bytes, site: str, device: str) -> Prepared:
         if len(payload) > MAX_HEARTBEAT_BYTES:
@@ -273,19 +284,18 @@ class Ingestor:
         items: list[tuple[str, bytes, str]] = []
         written = False  # evidence written by validation workers, not flushed yet
         for p in batch:
-            if p.kind == "event" and p.event is not None:
+            if p.kind == "event" and p.row is not None:
                 if p.evidence_stored:
                     written = True
                 else:
-                    types = {e.sha256: e.content_type for e in p.event.evidence}
-                    items += [(sha, data, types[sha]) for sha, data in p.blobs.items()]
+                    items += [(sha, data, p.content_types[sha]) for sha, data in p.blobs.items()]
         if not (items or written):
             return
         if self.store is None:
             raise RuntimeError("this Ingestor only validates (no evidence store)")
         t0 = time.perf_counter()
-        if items:
-            self.store.put_many(items, durable=False)
+        if items:  # hashes checked by `prepare`
+            self.store.put_many(items, durable=False, verified=True)
         self.store.sync()  # one flush for the whole batch; the rows come only after it
         self.timings["evidence_s"] += time.perf_counter() - t0
 
@@ -315,7 +325,7 @@ class Ingestor:
     def _write(self, s: Session, batch: list[Prepared]) -> list[Outcome]:
         """All rows of a batch in the caller's transaction; events and evidence as two bulk
         INSERTs (the ORM unit of work costs more than the fsync on busy collectors)."""
-        ids = [p.event.event_id for p in batch if p.kind == "event" and p.event is not None]
+        ids = [p.event_id for p in batch if p.kind == "event" and p.event_id is not None]
         existing: dict[str, str] = {}
         if ids:
             rows = s.execute(select(EventRow.event_id, EventRow.event_json).where(EventRow.event_id.in_(ids)))
@@ -326,21 +336,18 @@ class Ingestor:
         evidence: list[dict[str, Any]] = []
         dead: list[DeadLetter] = []
         for p in batch:
-            if p.kind == "event" and p.event is not None:
-                ev = p.event
-                body = p.body or ev.to_json().decode()
-                if ev.event_id in existing:
-                    if existing[ev.event_id] == body:
+            if p.kind == "event" and p.event_id is not None and p.row is not None and p.body is not None:
+                if p.event_id in existing:
+                    if existing[p.event_id] == p.body:
                         out.append(Outcome.DUPLICATE)
                     else:
-                        dead.append(_dead(p.topic, p.payload, f"duplicate: event_id {ev.event_id} already "
+                        dead.append(_dead(p.topic, p.payload, f"duplicate: event_id {p.event_id} already "
                                           "stored with different content", now))
                         out.append(Outcome.DEAD_LETTER)
                     continue
-                ev_cols, ev_evidence = event_values(ev, body, now)
-                events.append(ev_cols)
-                evidence += ev_evidence
-                existing[ev.event_id] = body
+                events.append(p.row | {"received_at": now})
+                evidence += p.evidence_rows
+                existing[p.event_id] = p.body
                 out.append(Outcome.STORED)
             elif p.kind == "heartbeat" and p.heartbeat is not None:
                 _store_heartbeat(s, p.heartbeat, now)
@@ -379,20 +386,64 @@ def parse_event_message(payload: bytes, max_bytes: int) -> EventMessage:
     return EventMessage.from_bytes(payload, max_bytes=max_bytes)
 
 
-def canonical_event(ev: ViolationEvent) -> tuple[bytes, bytes]:
-    """(`ev.to_json()`, `ev.signing_payload()`) with one RFC 8785 pass instead of two.
+class _NotPlain(Exception):
+    """A value json.dumps would not print exactly as RFC 8785 does."""
 
-    A canonical object is its members sorted by key and joined, so each top-level member is
-    canonicalized once and joined twice, with and without `signature` (the keys are ASCII
-    field names, whose UTF-16 order is Python's order). Equality with the two reference
-    functions is asserted in the unit tests.
+
+def _jcs_plain(v: Any) -> Any:
+    """`v` prepared for json.dumps to print it byte-for-byte as RFC 8785 (JCS): integral floats
+    become ints (JCS prints 120.0 as 120); raises _NotPlain for what the two print differently:
+    non-integral floats below 1e-4 (exponent forms differ), integers beyond 2^53, non-ASCII
+    keys (JCS sorts keys by UTF-16 units, json.dumps by code points)."""
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if not k.isascii():
+                raise _NotPlain
+            out[k] = _jcs_plain(x)
+        return out
+    if isinstance(v, list):
+        return [_jcs_plain(x) for x in v]
+    if isinstance(v, float):
+        if v.is_integer():
+            if abs(v) >= 2**53:
+                raise _NotPlain
+            return int(v)
+        if abs(v) < 1e-4 or v != v or v in (float("inf"), float("-inf")):
+            raise _NotPlain
+        return v
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**53:
+        raise _NotPlain
+    return v
+
+
+def _jcs_fast(v: Any) -> bytes:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def canonical_event(ev: ViolationEvent, fast: bool = True) -> tuple[bytes, bytes]:
+    """(`ev.to_json()`, `ev.signing_payload()`): the RFC 8785 encodings of the event with and
+    without its signature.
+
+    Fast path: json.dumps (C) on a JCS-plain copy (see `_jcs_plain`), ~10x quicker than the
+    pure-Python `rfc8785`, byte-identical on everything it accepts (unit- and property-tested);
+    anything else goes to the reference encoder. The caller re-checks a signature that fails
+    with the fast encoding against the reference one, so the fast path can never turn a valid
+    event away.
     """
     dump = ev.model_dump(mode="json")
+    if fast:
+        try:
+            plain = _jcs_plain(dump)
+            signed = _jcs_fast({k: v for k, v in plain.items() if k != "signature"})
+            return _jcs_fast(plain), signed
+        except (_NotPlain, ValueError, UnicodeEncodeError):
+            pass
     parts = {k: rfc8785.dumps(k) + b":" + rfc8785.dumps(v) for k, v in dump.items()}
-    keys = sorted(parts)
+    keys = sorted(parts)  # top-level keys are ASCII field names: UTF-16 order == Python order
     body = b"{" + b",".join(parts[k] for k in keys) + b"}"
-    signed = b"{" + b",".join(parts[k] for k in keys if k != "signature") + b"}"
-    return body, signed
+    signed_ref = b"{" + b",".join(parts[k] for k in keys if k != "signature") + b"}"
+    return body, signed_ref
 
 
 def verify_signature(ev: ViolationEvent, signed_part: bytes, key: Ed25519PublicKey) -> bool:
@@ -439,44 +490,28 @@ def decode_blobs(msg: EventMessage) -> dict[str, bytes]:
     return out
 
 
+def event_columns(ev: ViolationEvent, body: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Column values of an event row (without received_at) and of its evidence rows, as
+    plain dicts for the bulk INSERT (no ORM objects: the unit of work costs more than the fsync)."""
+    row = {
+        "event_id": ev.event_id, "schema_version": ev.schema_version, "violation": ev.violation.value,
+        "site_id": ev.site_id, "camera_id": ev.camera_id, "device_id": ev.device_id,
+        "captured_at": ev.captured_at, "track_id": ev.track_id, "frame_seq": ev.frame_seq,
+        "vehicle_class": ev.vehicle.cls, "plate_text": ev.plate.text if ev.plate else None,
+        "plate_confidence": ev.plate.confidence if ev.plate else None, "confidence": ev.confidence,
+        "clock_synchronized": ev.clock.synchronized, "status": EventStatus.PENDING.value, "event_json": body,
+    }
+    evidence = [{"event_id": ev.event_id, "sha256": e.sha256, "position": i, "kind": e.kind.value,
+                 "content_type": e.content_type, "size": e.size, "width": e.width, "height": e.height,
+                 "boxes": [b.model_dump(mode="json") for b in e.boxes]}
+                for i, e in enumerate(ev.evidence)]
+    return row, evidence
+
+
 def event_values(ev: ViolationEvent, body: str, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Column values of an event row and its evidence rows (for bulk INSERT)."""
-    row = event_row(ev, body, now)
-    cols = {c.key: getattr(row, c.key) for c in EventRow.__table__.columns
-            if c.key not in ("claimed_by", "claimed_until", "finalized_at", "plate_corrected")}
-    evidence = [{c.key: getattr(e, c.key) for c in EvidenceRow.__table__.columns} | {"event_id": ev.event_id}
-                for e in row.evidence]
-    return cols, evidence
-
-
-def event_row(ev: ViolationEvent, body: str, now: datetime) -> EventRow:
-    row = EventRow(
-        event_id=ev.event_id,
-        schema_version=ev.schema_version,
-        violation=ev.violation.value,
-        site_id=ev.site_id,
-        camera_id=ev.camera_id,
-        device_id=ev.device_id,
-        captured_at=ev.captured_at,
-        received_at=now,
-        track_id=ev.track_id,
-        frame_seq=ev.frame_seq,
-        vehicle_class=ev.vehicle.cls,
-        plate_text=ev.plate.text if ev.plate else None,
-        plate_confidence=ev.plate.confidence if ev.plate else None,
-        confidence=ev.confidence,
-        clock_synchronized=ev.clock.synchronized,
-        status=EventStatus.PENDING.value,
-        event_json=body,
-    )
-    row.evidence = [
-        EvidenceRow(
-            sha256=e.sha256, position=i, kind=e.kind.value, content_type=e.content_type, size=e.size,
-            width=e.width, height=e.height, boxes=[b.model_dump(mode="json") for b in e.boxes],
-        )
-        for i, e in enumerate(ev.evidence)
-    ]
-    return row
+    row, evidence = event_columns(ev, body)
+    return row | {"received_at": now}, evidence
 
 
 MAX_DEAD_LETTER_BYTES = MAX_MESSAGE_BYTES
@@ -564,9 +599,10 @@ def worker_prepare(topic: str, payload: bytes) -> Prepared:
     assert _WORKER is not None, "worker_init did not run"
     p = _WORKER.prepare(topic, payload)
     p.payload = b""
-    if p.kind == "event" and p.event is not None and _WORKER.store is not None:
-        types = {e.sha256: e.content_type for e in p.event.evidence}
+    p.event = None  # the committer needs only the plain values (cheaper to send back)
+    if p.kind == "event" and p.row is not None and _WORKER.store is not None:
         # written, not flushed: the committer's `store.sync()` makes it durable before the row
-        _WORKER.store.put_many([(sha, data, types[sha]) for sha, data in p.blobs.items()], durable=False)
+        _WORKER.store.put_many([(sha, data, p.content_types[sha]) for sha, data in p.blobs.items()],
+                               durable=False, verified=True)
         p.blobs, p.evidence_stored = {}, True
     return p

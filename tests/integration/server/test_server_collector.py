@@ -138,11 +138,11 @@ class FlakyStore(LocalEvidenceStore):
         super().__init__(root)
         self.failures = failures
 
-    def put_many(self, items: list[tuple[str, bytes, str]], durable: bool = True) -> int:
+    def put_many(self, items: list[tuple[str, bytes, str]], durable: bool = True, verified: bool = False) -> int:
         if self.failures > 0:
             self.failures -= 1
             raise OSError("No space left on device (injected)")
-        return super().put_many(items, durable)
+        return super().put_many(items, durable, verified)
 
 
 def test_storage_outage_is_retried_without_ack(db: Database, mosquitto, ingestor, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -160,7 +160,6 @@ def test_migration_0002_keeps_existing_events(db_url: str, device: SampleDevice)
     upgrade(engine, "0001")
     ev = make_message(device, seed=3)[0].event
     cols, _ = event_values(ev, ev.to_json().decode(), NOW)
-    cols.pop("evidence_purged_at")
     with engine.begin() as conn:
         conn.execute(insert(EventRow), [cols])
     upgrade(engine)

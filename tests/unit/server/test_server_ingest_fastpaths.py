@@ -9,11 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import server.evidence_store as es
 from edge.event import EventMessage, SchemaError, ViolationType
 from server.evidence_store import LocalEvidenceStore
-from server.ingest import canonical_event, parse_event_message, verify_signature
+from server.ingest import _jcs_fast, _jcs_plain, _NotPlain, canonical_event, parse_event_message, verify_signature
 from server.sample import SampleDevice, make_message
 
 
@@ -24,12 +27,41 @@ from server.sample import SampleDevice, make_message
 def test_canonical_event_equals_the_reference_encodings(kw: dict[str, object]) -> None:
     dev = SampleDevice()
     ev = make_message(dev, seed=5, **kw)[0].event  # type: ignore[arg-type]
-    body, signed = canonical_event(ev)
-    assert body == ev.to_json()
-    assert signed == ev.signing_payload()
+    for fast in (True, False):
+        body, signed = canonical_event(ev, fast=fast)
+        assert body == ev.to_json()
+        assert signed == ev.signing_payload()
     assert verify_signature(ev, signed, dev.key.public_key()) == (ev.signature is not None)
     assert not verify_signature(ev, signed, SampleDevice().key.public_key())
     assert not verify_signature(ev, signed + b" ", dev.key.public_key())
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4), max_leaves=25)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json)
+def test_fast_jcs_is_byte_identical_to_rfc8785_whenever_it_applies(value: object) -> None:
+    try:
+        fast = _jcs_fast(_jcs_plain(value))
+    except (_NotPlain, ValueError, UnicodeEncodeError):
+        return  # the reference encoder handles it
+    assert fast == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.0, 120.0, 1e-4, 0.00012, 123.456, 1e15 + 0.5, 2.0**52, "é\u2028\x7f\n",
+                                   {"b": 1, "a": [1.5, None, True]}])
+def test_fast_jcs_edge_values(value: object) -> None:
+    assert _jcs_fast(_jcs_plain(value)) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [1e-5, 2.0**53, 2**60, {"é": 1}, float("nan")])
+def test_fast_jcs_refuses_what_it_would_print_differently(value: object) -> None:
+    with pytest.raises(_NotPlain):
+        _jcs_plain(value)
 
 
 def test_parse_event_message_accepts_and_refuses_like_from_bytes() -> None:
