@@ -41,7 +41,9 @@ def _arr(b: list[float] | None) -> np.ndarray | None:
 
 
 class OracleCascade:
-    """Stands in for `edge.cascade.Cascade`: ground truth as detections."""
+    """Stands in for `edge.cascade.Cascade`: ground truth as detections. `locate` already
+    knows each vehicle's plate and occupants; `inspect` keeps only what the pipeline's crop
+    plan asks for, as the real cascade only crops what is planned."""
 
     def __init__(self, gt: dict[str, Any], noise: float = 0.0, seed: int = 0) -> None:
         self.noise = noise
@@ -51,9 +53,22 @@ class OracleCascade:
             for t in v["track"]:
                 self.by_frame.setdefault(int(t["frame"]), []).append((v, t))
         self.vehicle_class_index = {n: i for i, n in enumerate(VEHICLE_CLASSES)}
+        self.windshield_margin = 0.08  # as Cascade: the crop plan sizes windshields with it
         self.timer = None
 
-    def run(self, frames: list[Frame], crop_filter: Any = None) -> list[FrameResult]:
+    def inspect(self, located: list[FrameResult], plan: Any = None) -> list[FrameResult]:
+        out = []
+        for fi, res in enumerate(located):
+            vs = []
+            for vi, v in enumerate(res.vehicles):
+                want = plan(fi, vi, v) if plan is not None else None
+                vs.append(VehicleResult(v.box, v.confidence, v.cls, v.windshield_box,
+                                        v.plate if want is None or want.plate else None,
+                                        v.occupants if want is None or want.occupants else None))
+            out.append(FrameResult(res.frame, vs))
+        return out
+
+    def locate(self, frames: list[Frame]) -> list[FrameResult]:
         out = []
         for f in frames:
             vs = []
@@ -151,11 +166,11 @@ class RealCropsCascade(OracleCascade):
         self.helper._onames = {n: i for i, n in self.occ.names.items()}
         self.helper.driver_side = "right"
 
-    def run(self, frames: list[Frame], crop_filter: Any = None) -> list[FrameResult]:
+    def inspect(self, located: list[FrameResult], plan: Any = None) -> list[FrameResult]:
         from edge.cascade import _clip_box, expand
 
         out = []
-        for res in super().run(frames):
+        for res in super().inspect(located, plan):
             img = res.frame.image
             assert img is not None
             h, w = img.shape[:2]
