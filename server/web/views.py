@@ -145,7 +145,8 @@ def event_page(event_id: str, request: Request, u: User = Depends(viewer_page),
     s.commit()
     history, _ = audit_query(s, 1, 200, None, f"event:{row.event_id}", None)
     evidence = [{"sha256": e.sha256, "kind": e.kind, "width": e.width, "height": e.height, "boxes": e.boxes,
-                 "url": f"/api/evidence/{e.sha256}", "size": e.size} for e in row.evidence]
+                 "url": None if row.evidence_purged_at else f"/api/evidence/{e.sha256}", "size": e.size}
+                for e in row.evidence]
     signed = json.loads(row.event_json)
     return _page(request, "event.html", u, ev=row, evidence=evidence, history=history,
                  evidence_json=json.dumps(evidence), signed=signed,

@@ -90,6 +90,9 @@ def test_retention_purges_only_old_reviewed_unshared_evidence(db: Database, stor
     assert client.get(f"/api/evidence/{_shas(db, e)[0]}").status_code == 200  # shared with live f
     assert client.get(f"/api/events/{a}").json()["evidence_purged_at"] is not None
     assert client.get(f"/api/events/{c}").json()["evidence_purged_at"] is None
+    page = client.get(f"/events/{a}", headers={"accept": "text/html"}).text
+    assert "deleted under the retention policy" in page and f"/api/evidence/{_shas(db, a)[0]}" not in page
+    assert f"/api/evidence/{_shas(db, c)[0]}" in client.get(f"/events/{c}", headers={"accept": "text/html"}).text
 
     # once f is reviewed and old too, the shared blobs go
     with db.session() as s:
