@@ -20,6 +20,7 @@ annotated frame within 2 frames is used when that exact frame is not annotated.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,16 +76,21 @@ def load_ground_truth(path: str | Path) -> dict[str, Any]:
     return gt
 
 
-def load_events(path: str | Path) -> list[ViolationEvent]:
-    """JSONL of EventMessage (what `roadeye edge replay --out` writes) or of bare events."""
-    events = []
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) per non-empty line; ValueError naming the line otherwise."""
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{n}: not JSON: {exc}") from exc
+
+
+def load_events(path: str | Path) -> list[ViolationEvent]:
+    """JSONL of EventMessage (what `roadeye edge replay --out` writes) or of bare events."""
+    events = []
+    for _, raw in read_jsonl(path):
         if isinstance(raw, dict) and "event" in raw:
             events.append(EventMessage.model_validate(raw).event)
         else:
@@ -92,7 +98,7 @@ def load_events(path: str | Path) -> list[ViolationEvent]:
     return events
 
 
-def _box_at(vehicle: dict[str, Any], frame: int, tol: int = 2) -> list[float] | None:
+def box_at(vehicle: dict[str, Any], frame: int, tol: int = 2) -> list[float] | None:
     best = None
     for t in vehicle.get("track", []):
         d = abs(int(t["frame"]) - frame)
@@ -129,7 +135,7 @@ def score(gt: dict[str, Any], events: list[ViolationEvent], iou_min: float = 0.3
     for ev in sorted(events, key=lambda e: (e.captured_at, e.event_id)):
         best_iou, best_v = 0.0, None
         for v in vehicles:
-            box = _box_at(v, ev.frame_seq)
+            box = box_at(v, ev.frame_seq)
             if box is None:
                 continue
             iou = float(box_iou(np.array([ev.vehicle.box.as_list()]), np.array([box]))[0, 0])

@@ -61,36 +61,25 @@ class TraceWriter:
 
 
 def load_traces(path: str | Path) -> list[dict[str, Any]]:
+    from edge.score import read_jsonl
+
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON: {exc}") from exc
+    for n, rec in read_jsonl(path):
         if not isinstance(rec, dict) or not isinstance(rec.get("observations"), list):
             raise ValueError(f"{path}:{n}: not a track trace (no 'observations' list)")
         out.append(rec)
     return out
 
 
-def _gt_box(vehicle: dict[str, Any], seq: int, tol: int = 2) -> list[float] | None:
-    best = None
-    for t in vehicle.get("track", []):
-        d = abs(int(t["frame"]) - seq)
-        if d <= tol and (best is None or d < best[0]):
-            best = (d, t["box"])
-    return None if best is None else best[1]
-
-
 def explain_miss(vehicle: dict[str, Any], violation: str, traces: Sequence[dict[str, Any]],
                  iou_min: float = 0.3) -> str:
     """The first stage that lost this (vehicle, violation), in words."""
+    from edge.score import box_at
+
     obs = []
     for tr in traces:
         for o in tr["observations"]:
-            gt = _gt_box(vehicle, int(o["seq"]))
+            gt = box_at(vehicle, int(o["seq"]))
             if gt is not None and float(box_iou(np.array([o["box"]]), np.array([gt]))[0, 0]) >= iou_min:
                 obs.append((tr, o))
     if not obs:
