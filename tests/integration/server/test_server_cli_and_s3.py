@@ -135,6 +135,13 @@ def test_s3_evidence_store(s3: S3EvidenceStore, tmp_path: Path) -> None:
         s3.put("1" * 64, data)
     with pytest.raises(ValueError, match="64 lower-case hex"):
         s3.get("../../other-bucket/key")
+    s3.sync()  # acknowledged PUTs are durable: nothing to flush
+    other = b"to be purged"
+    other_sha = hashlib.sha256(other).hexdigest()
+    assert s3.put_many([(other_sha, other, "image/jpeg")], durable=False) == 1
+    assert s3.delete(other_sha) is True and not s3.exists(other_sha) and s3.delete(other_sha) is False
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        s3.delete("../../other-bucket/key")
     # the collector's ingest path on S3, then a full verification
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     dev = SampleDevice()
