@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
+from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.event import Receipt, ReceiptStatus, event_topic
@@ -162,3 +163,23 @@ def test_receipt_key_names_only_well_formed_ids_of_the_topic_site(device: Sample
     for field, bad in (("event_id", "not-a-uuid"), ("device_id", "a/b"), ("device_id", "+"), ("site_id", 5)):
         ev = dict(doc["event"], **{field: bad})
         assert receipt_key(json.dumps({"event": ev}).encode(), device.site_id) is None, (field, bad)
+
+
+def test_cli_receipts_flag_maps_to_the_settings() -> None:
+    import click
+
+    from server.cli import _mqtt_options, _storage_options
+    from server.config import ServerConfig
+
+    seen: list[bool] = []
+
+    @click.command()
+    @_storage_options
+    @_mqtt_options
+    def probe(cfg: ServerConfig, mqtt: MqttSettings, device_keys: tuple[str, ...]) -> None:
+        seen.append(cfg.collector.receipts)
+
+    assert CliRunner().invoke(probe, []).exit_code == 0
+    assert CliRunner().invoke(probe, ["--no-receipts"]).exit_code == 0
+    assert CliRunner().invoke(probe, ["--receipts"]).exit_code == 0
+    assert seen == [True, False, True]
