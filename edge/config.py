@@ -77,6 +77,12 @@ class ModelsConfig(_Strict):
     cpu_spin: bool = Field(default=False,
                            description="Let onnxruntime's CPU threads busy-wait between operators: lower latency "
                                        "on an otherwise idle box, but it starves the decode threads.")
+    gpu_device: int = Field(default=0, ge=0, description="CUDA / TensorRT device index.")
+    trt_cache_dir: Path | None = Field(
+        default=Path("var/edge/trt-cache"),
+        description="TensorRT engine + timing cache (first start builds engines for minutes; later ones "
+                    "load them); None: no cache.")
+    trt_fp16: bool = Field(default=True, description="Let TensorRT run in FP16.")
     vehicle_conf: float = Field(default=0.35, ge=0, le=1, description="Vehicle detection threshold.")
     plate_conf: float = Field(default=0.35, ge=0, le=1, description="Plate detection threshold.")
     occupant_conf: float = Field(default=0.25, ge=0, le=1, description="Occupant detection threshold.")

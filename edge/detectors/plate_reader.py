@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.detectors import Provider
+
 log = logging.getLogger(__name__)
 
 #: The 31 mainland province abbreviations (CONTRACTS.md), in the CCPD order.
@@ -178,7 +180,7 @@ class OnnxPlateReader:
     retrained model with another vocabulary or size needs no code change.
     """
 
-    def __init__(self, model_path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+    def __init__(self, model_path: str | Path, providers: list[Provider] | None = None, threads: int | None = None,
                  spin: bool = False) -> None:
         import onnxruntime as ort
 

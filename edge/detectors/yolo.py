@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge.detectors import Provider, provider_name
 from edge.types import Detections
 
 log = logging.getLogger(__name__)
@@ -169,11 +170,12 @@ def parse_imgsz(raw: str | None) -> tuple[int, int] | None:
     raise ValueError(f"model metadata 'imgsz' must be [h, w] or an int, got {raw!r}")
 
 
-def resolve_providers(requested: Sequence[str] | None) -> list[str]:
-    """Keep the requested providers (default: TensorRT > CUDA > CPU) this onnxruntime build has."""
+def resolve_providers(requested: Sequence[Provider] | None) -> list[Provider]:
+    """Keep the requested providers (default: TensorRT > CUDA > CPU) this onnxruntime build has;
+    each a name or (name, options)."""
     available = ort.get_available_providers()
-    wanted = list(requested) if requested else list(DEFAULT_PROVIDERS)
-    chosen = [p for p in wanted if p in available]
+    wanted: list[Provider] = list(requested) if requested else list(DEFAULT_PROVIDERS)
+    chosen = [p for p in wanted if provider_name(p) in available]
     if not chosen:
         raise ValueError(f"none of the requested execution providers {wanted} is available "
                          f"in this onnxruntime build (available: {available})")
@@ -191,7 +193,7 @@ class OnnxYoloDetector:
     def __init__(
         self,
         model_path: str | Path,
-        providers: list[str] | None = None,
+        providers: list[Provider] | None = None,
         conf: float = 0.25,
         iou: float = 0.6,
         batch: int = 8,
