@@ -610,7 +610,8 @@ def load_eval_set(data: Path, part: str = "test") -> tuple[list[np.ndarray], lis
     return [imread(p) for p, _ in pairs], [t for _, t in pairs], desc
 
 
-def evaluate(onnx_path: Path, data: Path, *, part: str = "test", providers: list[str] | None = None,
+def evaluate(onnx_path: Path, data: Path, *, part: str = "test",
+             providers: list[str | tuple[str, dict[str, str]]] | None = None,
              errors: int = 20) -> dict[str, Any]:
     """Metrics of the exported model on `data`, through onnxruntime only (no torch)."""
     crops, texts, desc = load_eval_set(Path(data), part)
