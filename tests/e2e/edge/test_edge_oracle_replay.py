@@ -208,17 +208,11 @@ class RealCropsCascade(OracleCascade):
         return out
 
 
-_NIGHT_GAP = pytest.mark.xfail(strict=False, reason=(
-    "occupants model misses worn belts in night IR cabins (precision 0.67 on night_4k, 2026-11-28); "
-    "remove when the occupants model is retrained with more night renders"))
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not GTS, reason="no <clip>.groundtruth.json in sample_videos/ yet")
 @pytest.mark.skipif(not (MODELS_DIR / "occupants.onnx").is_file() or not (MODELS_DIR / "plate_reader.onnx").is_file(),
                     reason="models/occupants.onnx or models/plate_reader.onnx not committed yet")
-@pytest.mark.parametrize("gt_path", [pytest.param(p, marks=_NIGHT_GAP) if p.name.startswith("night") else p
-                                     for p in GTS], ids=[p.name.split(".")[0] for p in GTS])
+@pytest.mark.parametrize("gt_path", GTS, ids=[p.name.split(".")[0] for p in GTS])
 def test_real_occupants_and_reader_on_true_vehicles(gt_path: Path) -> None:
     """Decodes the clip; writes tests/artifacts/edge/<clip>.stages.json."""
     from edge.sources import ReplaySource
