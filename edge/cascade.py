@@ -234,21 +234,9 @@ class Cascade:
         r = side / max(h, w)
         return (min(side, int(np.ceil(h * r / 32)) * 32), min(side, int(np.ceil(w * r / 32)) * 32))
 
-    def run(self, frames: Sequence[Frame],
-            crop_filter: Callable[[Frame, np.ndarray], bool] | None = None) -> list[FrameResult]:
-        """All stages at once. `crop_filter(frame, vehicle_box)`: only vehicles it accepts get
-        plate / occupant crops. The pipeline uses `locate` + `inspect` instead, tracking in
-        between, so it can skip crops a track no longer needs."""
-        located = self.locate(frames)
-
-        def plan(fi: int, vi: int, v: VehicleResult) -> CropPlan:
-            ok = crop_filter is None or crop_filter(located[fi].frame, v.box)
-            return FULL if ok else SKIP
-
-        return self.inspect(located, plan)
-
     def locate(self, frames: Sequence[Frame]) -> list[FrameResult]:
-        """Vehicles and their windshields (no crops yet): what the tracker needs."""
+        """Vehicles and their windshields (no crops yet): what the tracker needs. The pipeline
+        tracks between `locate` and `inspect`, so only the crops a track still needs are made."""
         all_dets = self.detect_vehicles(frames)
         wid = self._vnames["windshield"]
         vehicle_ids = [self._vnames[c] for c in VEHICLE_CLASSES if c in self._vnames]

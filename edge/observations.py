@@ -75,12 +75,12 @@ class TrackHistory:
     #: per violation type, the best frame showing it (and "plate": the best plate frame)
     best: dict[str, EvidenceCandidate] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
-    #: confident plate reads per text, and analysed frames since the plate was last looked for
+    #: confident plate reads per text, and analysed frames since a plate was last found
     confident_reads: dict[str, int] = field(default_factory=dict)
     frames_since_plate: int = 0
 
     def note_plate(self, plate: PlateObs | None, min_conf: float) -> None:
-        """Count this frame's plate read (None: the plate was not looked for or not found)."""
+        """Count this frame's plate read (None: the plate was not looked for, or not found)."""
         if plate is None:
             self.frames_since_plate += 1
             return

@@ -90,25 +90,23 @@ class Outbox:
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged this message: forget it."""
-        with self._lock:
-            row = self._db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,)).fetchone()
-            if row is not None:
-                self._n -= 1
-                self._bytes -= int(row[0])
-        self._check_alarm()
+        self._delete("seq", [seq])
 
     def forget(self, event_ids: list[str]) -> int:
         """A collector stored (or dead-lettered) these events: forget them. Returns rows removed."""
+        return self._delete("event_id", event_ids)
+
+    def _delete(self, column: str, keys: list[int] | list[str]) -> int:
+        """Delete rows by `seq` or `event_id`, keeping the in-memory depth figures in step."""
         removed = 0
         with self._lock:
-            for eid in event_ids:
-                row = self._db.execute("DELETE FROM outbox WHERE event_id = ? RETURNING size", (eid,)).fetchone()
+            for key in keys:
+                row = self._db.execute(f"DELETE FROM outbox WHERE {column} = ? RETURNING size", (key,)).fetchone()
                 if row is not None:
                     removed += 1
                     self._n -= 1
                     self._bytes -= int(row[0])
-        if removed:
-            self._check_alarm()
+        self._check_alarm()
         return removed
 
     def mark_delivered(self, seq: int) -> None:

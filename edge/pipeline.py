@@ -220,7 +220,7 @@ class Pipeline:
             thresholds = {v.value: cam.threshold(v) for v in ViolationType}
             decided = decide_all(hist.observations, thresholds)
             if self.trace is not None:
-                self.trace(track_record(hist.camera_id, hist, thresholds, decided))
+                self.trace(track_record(hist, thresholds, decided))
             decisions = [d for d in decided if d.violation.value not in hist.decided]
             reads = [p for o in hist.observations if (p := o.plate) is not None and p.text]
             plate = vote_plate([_Read(p.text or "", p.char_confidences, p.read_confidence) for p in reads])

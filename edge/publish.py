@@ -31,7 +31,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import BrokerConfig
-from edge.event import Heartbeat, Receipt, SchemaError, heartbeat_topic, receipt_topic, status_topic, utc_now
+from edge.event import (
+    Heartbeat,
+    Receipt,
+    ReceiptStatus,
+    SchemaError,
+    heartbeat_topic,
+    receipt_topic,
+    status_topic,
+    utc_now,
+)
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
 
@@ -184,7 +193,7 @@ class MqttPublisher:
             log.error("could not forget receipted events (%s); they will be resent", exc)
             return
         for item in receipt.items:
-            if item.status.value == "dead_letter":
+            if item.status == ReceiptStatus.DEAD_LETTER:
                 log.error("collector %s refused event %s (dead letter); see the server's dead-letter table",
                           receipt.collector_id, item.event_id)
         self.receipted += n

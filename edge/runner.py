@@ -26,11 +26,8 @@ from edge.keys import load_private_key
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox
 from edge.pipeline import CameraState, Pipeline, new_tracker
-from edge.sources import LiveSource, ReplaySource
+from edge.sources import LiveSource, Prepare, ReplaySource
 from edge.types import Frame
-
-#: per analysed frame, in the source's thread: full-resolution image -> the vehicles model's copy
-Prepare = Callable[[Any], Any]
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -37,6 +37,8 @@ from edge.types import Frame
 log = logging.getLogger(__name__)
 
 BGR = npt.NDArray[np.uint8]
+#: per analysed frame, in the source's thread: full-resolution image -> the vehicles model's copy
+Prepare = Callable[[BGR], BGR]
 
 
 class SourceError(RuntimeError):
@@ -277,7 +279,7 @@ class ReplaySource:
     def __init__(self, camera_id: str, path: str | Path, analysis_fps: float = 5.0,
                  backend: DecoderBackend | str = DecoderBackend.OPENCV, realtime: bool = False,
                  start_time: datetime | None = None, hwaccel: str | None = None, prefetch: int = 4,
-                 prepare: Callable[[BGR], BGR] | None = None) -> None:
+                 prepare: Prepare | None = None) -> None:
         self.camera_id = camera_id
         self.prepare = prepare  # e.g. Cascade.preview: runs in the decode thread, beside inference
         self.prefetch = prefetch
@@ -376,7 +378,7 @@ class LiveSource(threading.Thread):
                  backend: DecoderBackend | str = DecoderBackend.OPENCV, hwaccel: str | None = None,
                  open_timeout_s: float = 10.0, read_timeout_s: float = 5.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 prepare: Callable[[BGR], BGR] | None = None) -> None:
+                 prepare: Prepare | None = None) -> None:
         super().__init__(name=f"source-{camera_id}", daemon=True)
         self.prepare = prepare
         self.camera_id, self.url = camera_id, url

@@ -24,7 +24,7 @@ from edge.rules import Decision, driver_observed, frame_verdict
 from edge.types import box_iou
 
 
-def track_record(camera_id: str, hist: TrackHistory, thresholds: dict[str, ViolationThreshold],
+def track_record(hist: TrackHistory, thresholds: dict[str, ViolationThreshold],
                  decisions: Sequence[Decision]) -> dict[str, Any]:
     """One ended track as plain JSON (boxes rounded to 0.1 px, confidences to 1e-3)."""
     obs_out = []
@@ -45,7 +45,7 @@ def track_record(camera_id: str, hist: TrackHistory, thresholds: dict[str, Viola
             verdicts[v.value] = frame_verdict(o, v, thr)[0] if driver_observed(o, thr) else None
         row["verdict"] = verdicts
         obs_out.append(row)
-    return {"camera": camera_id, "track_id": hist.track_id,
+    return {"camera": hist.camera_id, "track_id": hist.track_id,
             "k": {v: t.k for v, t in thresholds.items()},
             "decided": sorted(d.violation.value for d in decisions), "observations": obs_out}
 

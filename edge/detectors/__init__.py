@@ -84,9 +84,9 @@ def session_options(threads: int | None = None, spin: bool = False) -> Any:
     """onnxruntime CPU session options shared by every model.
 
     Spinning is off by default: onnxruntime's intra-op threads otherwise busy-wait between
-    operators, which steals the cores the decode thread needs; measured on the 2-core build box
-    under load, a 2-thread session ran the vehicles model in 108 ms with spinning and 22 ms
-    without. `threads` None keeps onnxruntime's default (one per physical core)."""
+    operators, which steals the cores the decode thread needs; in back-to-back runs on the 2-core
+    build box at load ~8 (noisy), a 2-thread session ran the vehicles model in 108 ms with
+    spinning and 22 ms without. `threads` None keeps onnxruntime's default (one per physical core)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

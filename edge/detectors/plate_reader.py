@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.detectors import Provider
+from edge.detectors import Provider, session_options, with_cpu_fallback
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,6 @@ class OnnxPlateReader:
     def __init__(self, model_path: str | Path, providers: list[Provider] | None = None, threads: int | None = None,
                  spin: bool = False) -> None:
         import onnxruntime as ort
-
-        from edge.detectors import session_options, with_cpu_fallback
 
         path = Path(model_path)
         if not path.is_file():

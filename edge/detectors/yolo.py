@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from edge.detectors import Provider, provider_name
+from edge.detectors import Provider, provider_name, session_options
 from edge.types import Detections
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,6 @@ class OnnxYoloDetector:
         self.model_path = path
         self.conf = float(conf)
         self.iou = float(iou)
-        from edge.detectors import session_options
-
         opts = session_options(threads, spin)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts,
