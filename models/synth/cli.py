@@ -26,7 +26,10 @@ def render() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed gives the same data.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
-def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float) -> None:
+@click.option("--phone-share", type=click.FloatRange(0, 1), default=None,
+              help="Share of drivers holding a phone (default balance: 0.4); over-samples phone_use.")
+def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float,
+            phone_share: float | None) -> None:
     """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
     from models.synth.datasets import write_dataset
 
@@ -40,7 +43,8 @@ def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_f
             rate = done / max(time.time() - t0, 1e-6)
             click.echo(f"{model}: {done}/{total} images ({rate:.2f}/s)", err=True)
 
-    path = write_dataset(model, out, n, seed, workers=workers, val_fraction=val_fraction, progress=progress)
+    path = write_dataset(model, out, n, seed, workers=workers, val_fraction=val_fraction, progress=progress,
+                         phone_share=phone_share)
     dt = time.time() - t0
     click.echo(f"wrote {n} {model} images to {out} in {dt:.1f} s ({n / dt:.2f} images/s): {path}")
 

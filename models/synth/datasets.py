@@ -229,14 +229,27 @@ def yolo_lines(labels: list[tuple[int, Box]], w: int, h: int) -> list[str]:
     return lines
 
 
-def _work(args: tuple[str, str, int, list[int], float]) -> tuple[Counter[int], list[tuple[str, str]]]:
-    model, out_dir, seed, idx, val_fraction = args
+def phone_balance(share: float) -> Balance:
+    """The default balance with `share` of drivers holding a phone (ear : hand : wheel kept at 3 : 3 : 2)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"phone share must be within 0..1, got {share}")
+    b = Balance()
+    held = {k: v for k, v in b.phone.items() if k != "none"}
+    total = sum(held.values())
+    b.phone = {"none": 1.0 - share, **{k: share * v / total for k, v in held.items()}}
+    return b
+
+
+def _work(args: tuple[str, str, int, list[int], float, float | None]
+          ) -> tuple[Counter[int], list[tuple[str, str]]]:
+    model, out_dir, seed, idx, val_fraction, phone_share = args
     fn = SAMPLERS[model][0]
+    balance = None if phone_share is None else phone_balance(phone_share)
     out = Path(out_dir)
     counts: Counter[int] = Counter()
     hashes = []
     for i in idx:
-        img, labels = fn(seed, i)
+        img, labels = fn(seed, i) if balance is None else fn(seed, i, balance=balance)
         split = "val" if (np.random.default_rng([seed, i, 999]).random() < val_fraction) else "train"
         name = f"{model}_{seed}_{i:06d}"
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -251,8 +264,14 @@ def _work(args: tuple[str, str, int, list[int], float]) -> tuple[Counter[int], l
 
 
 def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers: int = 1,
-                  val_fraction: float = 0.1, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Render `n` images of `model`'s dataset into out_dir; returns data.yaml (or labels.csv)."""
+                  val_fraction: float = 0.1, progress: Callable[[int, int], None] | None = None,
+                  phone_share: float | None = None) -> Path:
+    """Render `n` images of `model`'s dataset into out_dir; returns data.yaml (or labels.csv).
+
+    `phone_share` (vehicles / plates / occupants) over-samples drivers holding a phone; None keeps
+    the default balance (0.4), so existing seeds render the same images."""
+    if phone_share is not None:
+        phone_balance(phone_share)  # validate before any work
     if model not in MODELS:
         raise ValueError(f"unknown dataset model {model!r}; expected one of {', '.join(MODELS)}")
     if n <= 0:
@@ -270,7 +289,8 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
     chunk = 8
-    jobs = [(model, str(out), seed, list(range(s, min(n, s + chunk))), val_fraction) for s in range(0, n, chunk)]
+    jobs = [(model, str(out), seed, list(range(s, min(n, s + chunk))), val_fraction, phone_share)
+            for s in range(0, n, chunk)]
     counts: Counter[int] = Counter()
     hashes: list[tuple[str, str]] = []
     done = 0
@@ -294,15 +314,17 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
     data = {"path": str(out), "train": "images/train", "val": "images/val",
             "names": {i: nm for i, nm in enumerate(names)}}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    _manifest(out, model, n, seed, {names[k]: v for k, v in sorted(counts.items())}, hashes, time.time() - t0)
+    _manifest(out, model, n, seed, {names[k]: v for k, v in sorted(counts.items())}, hashes, time.time() - t0,
+              phone_share=phone_share)
     return out / "data.yaml"
 
 
 def _manifest(out: Path, model: str, n: int, seed: int, counts: dict[str, int], hashes: list[tuple[str, str]],
-              seconds: float) -> None:
+              seconds: float, *, phone_share: float | None = None) -> None:
     listing = "\n".join(f"{a} {b}" for a, b in sorted(hashes))
     (out / "manifest.json").write_text(json.dumps({
         "generator": "roadeye models/synth", "model": model, "n": n, "seed": seed, "instances": counts,
+        **({"phone_share": phone_share} if phone_share is not None else {}),
         "render_seconds": round(seconds, 1), "images_per_second": round(n / max(seconds, 1e-6), 2),
         "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
     }, indent=2, ensure_ascii=False))

@@ -57,7 +57,8 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
               help="Real datasets root (default: $ROADEYE_DATASETS or ../shared/datasets).")
 @click.option("--hours", type=float, default=None, help="Wall-clock budget; overrides --epochs (ultralytics).")
 @click.option("--init", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Start from our own earlier checkpoint (.pt) instead of random weights.")
+              help="Start from our own earlier checkpoint (.pt) or a committed export (.onnx: weights imported, "
+                   "BatchNorm statistics re-estimated on the training images) instead of random weights.")
 @click.option("--resume", is_flag=True, help="Resume the interrupted run in --out.")
 @click.option("--quick", is_flag=True, help="Pipeline check: 1 epoch, tiny data, not installed into models/.")
 @click.option("--install/--no-install", default=None,
@@ -71,7 +72,8 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
               help="plate_reader: pre-rendered crop folder (labels.csv or labels.partial.csv of "
                    "file,plate,kind,split); repeatable; replaces rendering --synth-n crops.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
-              help="plate_reader: max learning rate of the one-cycle schedule (default 2e-3).")
+              help="plate_reader: max learning rate of the one-cycle schedule (default 2e-3); YOLO models: lr0 "
+                   "(default: the recipe's), e.g. a gentler restart of a continued run.")
 @click.option("--real-share", type=click.FloatRange(0, 1), default=None,
               help="plate_reader: share of real crops in each batch (default 0.45).")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
@@ -105,7 +107,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         click.echo(json.dumps({"model": name, "onnx": str(onnx_path)}))
         return
 
-    only_reader = {"--synth-dir": bool(synth_dirs), "--lr": lr is not None, "--real-share": real_share is not None,
+    only_reader = {"--synth-dir": bool(synth_dirs), "--real-share": real_share is not None,
                    "--stop-after": stop_after is not None, "--arch": arch is not None, "--holdout-val": holdout_val,
                    "--reschedule": reschedule}
     if used := [k for k, v in only_reader.items() if v]:
@@ -129,7 +131,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         imgsz=imgsz or (96 if quick else recipe.imgsz),
         batch=batch or (4 if quick else recipe.batch), input_hw=hw,
         workers=workers, hours=hours, init=str(init) if init else None, device=device,
-        seed=seed if seed is not None else 0, cache=False if quick else "ram",
+        seed=seed if seed is not None else 0, cache=False if quick else "ram", lr0=lr,
     )
     prepared = None
     if not resume:
@@ -215,6 +217,33 @@ def info(models_dir: Path, as_json: bool) -> None:
                    f"opset={r['opset']} {r['size_mb']} MB data_hash={str(r['data_hash'])[:12]}"
                    + (f"  MISSING {missing}" if missing else ""))
         click.echo(f"    names: {r['names']}")
+
+
+@click.command("quantize")
+@click.argument("name", type=click.Choice(["vehicles", "plates", "occupants"]))
+@click.option("--calib", "calib", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Folder of calibration images the model sees in service (renders of its dataset: vehicles = "
+                   "frames, plates = vehicle crops, occupants = windshield crops).")
+@click.option("--n", "n", type=click.IntRange(8, 2000), default=64, show_default=True,
+              help="Calibration images (spread evenly over the folder).")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Float ONNX file (default: models/NAME.onnx).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output (default: NAME.int8.onnx beside the float file).")
+def quantize(name: str, calib: Path, n: int, model_path: Path | None, out: Path | None) -> None:
+    """Write an INT8 QDQ copy of detector NAME, calibrated on --calib; prints JSON.
+
+    Measure it before use: `roadeye models eval NAME --model models/NAME.int8.onnx --data ...`."""
+    from models.train.quantize import calibration_images, int8_path, quantize_detector
+
+    src = model_path or MODELS_DIR / f"{name}.onnx"
+    if not src.is_file():
+        raise click.BadParameter(f"{src} does not exist", param_hint="--model")
+    try:
+        summary = quantize_detector(src, out or int8_path(src), calibration_images(calib, n))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(summary, indent=2))
 
 
 @click.command("eval")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import yaml
 
 from models.train.common import MODELS_DIR, Recipe, datasets_root, setup_ultralytics
 from models.train.data import (
@@ -132,6 +133,7 @@ class TrainArgs:
     device: str = "cpu"
     seed: int = 0
     cache: str | bool = "ram"
+    lr0: float | None = None  # overrides the recipe's lr0 (e.g. a gentler restart of a continued run)
 
 
 def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, args: TrainArgs, *,
@@ -164,9 +166,14 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
         # --init: start from our own earlier checkpoint (never a download). Build the model FROM it:
         # YOLO(yaml).load(ckpt) builds an 80-class head first, so the class-score convolutions
         # (12 tensors) would not transfer and the continued run would restart its classifier.
-        model = YOLO(args.init) if args.init else YOLO(recipe.architecture)
+        init = args.init
+        if init and init.endswith(".onnx"):
+            init = str(_checkpoint_from_onnx(recipe, Path(init), prepared, out_dir))
+            info["init_from_onnx"] = args.init
+            info_path.write_text(json.dumps(info, indent=2))
+        model = YOLO(init) if init else YOLO(recipe.architecture)
         if args.init:
-            _check_init(model, args.init, recipe)
+            _check_init(model, str(init), recipe)
         kwargs: dict[str, Any] = dict(
             data=str(prepared.data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
             workers=args.workers, device=args.device, project=str(out_dir), name="run", exist_ok=True,
@@ -178,6 +185,8 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
         if args.hours:
             kwargs["time"] = args.hours
         kwargs.update(recipe.augment)
+        if args.lr0 is not None:
+            kwargs["lr0"] = args.lr0
         if args.init:
             # the default bias warm-up (lr 0.1 falling to lr0) is for random weights; with AdamW it would
             # shove every bias of an already trained model by ~0.1 per step in the first iterations
@@ -197,6 +206,23 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
                  "train_seconds_this_call": round(time.time() - t0, 1), "checkpoint": ckpt})
     info_path.write_text(json.dumps(info, indent=2))
     return info
+
+
+def _checkpoint_from_onnx(recipe: Recipe, onnx_path: Path, prepared: PreparedData, out_dir: Path,
+                          n_calib: int = 64) -> Path:
+    """--init with a committed ONNX export: rebuild its .pt (BN statistics from training images)."""
+    from models.train.onnx_init import checkpoint_from_onnx
+
+    data = yaml.safe_load(prepared.data_yaml.read_text())
+    train = data["train"] if isinstance(data["train"], list) else [data["train"]]
+    base = Path(data.get("path") or prepared.data_yaml.parent)
+    images = sorted(p for t in train for p in list_images((base / t) if not Path(t).is_absolute() else Path(t)))
+    if not images:
+        raise ValueError(f"--init {onnx_path}: no training images to calibrate BatchNorm statistics")
+    step = max(1, len(images) // n_calib)  # spread over the whole set, deterministic
+    dest = out_dir / f"init_from_{onnx_path.stem}.pt"
+    checkpoint_from_onnx(onnx_path, recipe.architecture, recipe.names, images[::step][:n_calib], dest)
+    return dest
 
 
 def _check_init(model: Any, init: str, recipe: Recipe) -> None:

@@ -54,7 +54,7 @@ def test_defaults_keep_the_released_recipe(tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["occupants", "--lr", "1e-3"], "--lr only apply to plate_reader"),
+    (["occupants", "--real-share", "0.3"], "--real-share only apply to plate_reader"),
     (["plates", "--arch", "wide"], "--arch only apply to plate_reader"),
     (["plate_reader", "--epochs", "4", "--stop-after", "5"], "--stop-after 5 exceeds --epochs 4"),
     (["plate_reader", "--arch", "huge"], "Invalid value for '--arch'"),
