@@ -16,6 +16,7 @@ _SUB: dict[str, tuple[str, str]] = {
     "train": ("models.train.cli:train", "Train a model (renders data if needed) and export ONNX."),
     "eval": ("models.train.cli:evaluate", "Evaluate an exported ONNX model on a dataset; prints JSON."),
     "info": ("models.train.cli:info", "List committed ONNX models with their metadata."),
+    "quantize": ("models.train.cli:quantize", "INT8 (QDQ) copy of a detector for CPU boxes: NAME.int8.onnx."),
 }
 
 

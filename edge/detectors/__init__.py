@@ -97,6 +97,21 @@ def session_options(threads: int | None = None, spin: bool = False) -> Any:
     return opts
 
 
+def detector_weights(path: Path, precision: str, on_cpu: bool) -> Path:
+    """Which file of a detector to load for `precision` (see ModelsConfig.precision)."""
+    q = path.with_name(f"{path.stem}.int8.onnx")
+    if precision == "fp32" or path.name.endswith(".int8.onnx"):
+        return path
+    if precision == "int8":
+        if not q.is_file():
+            raise FileNotFoundError(f"models.precision is int8 but {q} does not exist "
+                                    f"(make it with `roadeye models quantize`, or set precision: fp32)")
+        return q
+    if precision != "auto":
+        raise ValueError(f"models.precision must be auto, fp32 or int8, got {precision!r}")
+    return q if on_cpu and q.is_file() else path
+
+
 @dataclass
 class LoadedModels:
     vehicles: Any
@@ -109,7 +124,8 @@ class LoadedModels:
 def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, plate_reader: Path | None,
                 providers: list[str], vehicle_conf: float = 0.35, plate_conf: float = 0.35,
                 occupant_conf: float = 0.25, threads: int | None = None, spin: bool = False,
-                trt_cache_dir: Path | None = None, trt_fp16: bool = True, device_id: int = 0) -> LoadedModels:
+                trt_cache_dir: Path | None = None, trt_fp16: bool = True, device_id: int = 0,
+                precision: str = "fp32") -> LoadedModels:
     """Load (and warm up) every model; a missing required file is a clear error."""
     from edge.detectors.plate_reader import OnnxPlateReader
     from edge.detectors.yolo import OnnxYoloDetector
@@ -117,7 +133,10 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
     provs = with_cpu_fallback(provider_options(providers, trt_cache_dir, trt_fp16, device_id))
     refs: list[ModelRef] = []
 
+    on_cpu = provider_name(provs[0]) == "CPUExecutionProvider"
+
     def yolo(path: Path, conf: float) -> Any:
+        path = detector_weights(Path(path), precision, on_cpu)
         det = OnnxYoloDetector(path, providers=provs, conf=conf, threads=threads, spin=spin)
         log.info("%s runs on %s", path.name, det.provider)
         refs.append(model_ref(path, det.metadata))
