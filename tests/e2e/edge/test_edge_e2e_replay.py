@@ -65,12 +65,15 @@ def test_replay_produces_unique_valid_events(clip: Path, artifacts: Path) -> Non
     assert all(m.get("why") for m in s["missed"]), s["missed"]  # the trace names what lost each miss
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 4/5 recall target not reached by the committed CPU-trained models (2026-11-28 10:30: day_4k and "
-    "night_4k each P 1.0, R 5/6, plates 5/5, duplicates 0; the miss in each is a phone_use the occupants model "
-    "sees in too few frames; dense_1080p has no decidable violation); scores and the reason of every miss are "
-    "in tests/artifacts/edge/<clip>.score.json. Remove this marker when the models reach the targets."))
-@pytest.mark.parametrize("clip", CLIPS, ids=[c.stem for c in CLIPS])
+# dense_1080p: 1080p drivers are < 48 px, so no violation is decidable and plate exact is 0/0
+_UNDECIDABLE = pytest.mark.xfail(strict=False, reason=(
+    "dense_1080p has no decidable violation (drivers < 48 px at 1080p): precision/recall hold vacuously and plate "
+    "exact is 0/0. day_4k and night_4k meet every target since 2026-12-05 (P 1.0, R 6/6, plates 6/6)."))
+QUALITY_CLIPS = [pytest.param(c, id=c.stem, marks=[_UNDECIDABLE] if c.stem == "dense_1080p" else [])
+                 for c in CLIPS]
+
+
+@pytest.mark.parametrize("clip", QUALITY_CLIPS)
 def test_quality_targets(clip: Path, artifacts: Path) -> None:
     s = replay_and_score(clip, artifacts)
     summary = {k: s[k] for k in ("precision", "recall", "plate_exact_rate", "duplicates", "events", "decidable")}
