@@ -28,10 +28,30 @@ def render() -> None:
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
 @click.option("--phone-share", type=click.FloatRange(0, 1), default=None,
               help="Share of drivers holding a phone (default balance: 0.4); over-samples phone_use.")
+@click.option("--real-plates", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="plates: a folder of real plate crops (plates-cn-crops); its trainable part (never the "
+                   "reader's held-back test part) is pasted as the texture of blue plates.")
+@click.option("--real-plate-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="plates: share of blue plates given a real crop (with --real-plates).")
+@click.option("--close-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="plates: share of samples cut to a window 1.3-6 plate widths around one plate (close-ups).")
 def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float,
-            phone_share: float | None) -> None:
+            phone_share: float | None, real_plates: Path | None, real_plate_share: float,
+            close_share: float) -> None:
     """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
-    from models.synth.datasets import write_dataset
+    from models.synth.datasets import RenderOptions, write_dataset
+    from models.synth.real_plates import RealPlates
+
+    try:
+        opts = RenderOptions(phone_share=phone_share, close_share=close_share,
+                             real_plates=RealPlates(str(real_plates.resolve()), real_plate_share)
+                             if real_plates is not None else None)
+        if model in ("vehicles", "plates", "occupants"):
+            opts.sampler_kwargs(model)
+        elif real_plates is not None or close_share or phone_share is not None:
+            raise ValueError(f"--phone-share, --real-plates and --close-share do not apply to {model}")
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
 
     out = out or DEFAULT_ROOT / model
     t0 = time.time()
@@ -44,7 +64,7 @@ def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_f
             click.echo(f"{model}: {done}/{total} images ({rate:.2f}/s)", err=True)
 
     path = write_dataset(model, out, n, seed, workers=workers, val_fraction=val_fraction, progress=progress,
-                         phone_share=phone_share)
+                         options=opts)
     dt = time.time() - t0
     click.echo(f"wrote {n} {model} images to {out} in {dt:.1f} s ({n / dt:.2f} images/s): {path}")
 

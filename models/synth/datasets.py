@@ -19,6 +19,7 @@ import multiprocessing as mp
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -27,9 +28,12 @@ import yaml
 
 from models.synth.cabin import CabinSpec
 from models.synth.plates import jpeg, write_plate_text_dataset
-from models.synth.scene import ActorLabel, Balance, Imaging, compose
+from models.synth.real_plates import RealPlates
+from models.synth.real_plates import pick as pick_real_plate
+from models.synth.real_plates import pool as pool_real_plates
+from models.synth.scene import Actor, ActorLabel, Balance, Imaging, compose, lit_plate
 from models.synth.shots import place_actors, site_for, visible_range
-from models.synth.vehicles import VEHICLE_CLASSES
+from models.synth.vehicles import VEHICLE_CLASSES, Lighting
 
 PLATE_CLASSES = ("plate",)
 OCCUPANT_CLASSES = ("driver", "passenger", "seatbelt", "phone", "face")
@@ -87,8 +91,14 @@ def vehicles_sample(seed: int, i: int, *, width: int = 1280, site_every: int = 1
 
 
 def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Balance | None,
-                   max_side: int, texts: list[tuple[str, str]] | None = None) -> Sample:
-    """A crop around the first actor (vehicle crop for plates, windshield crop for occupants)."""
+                   max_side: int, texts: list[tuple[str, str]] | None = None,
+                   real: RealPlates | None = None, close_share: float = 0.0) -> Sample:
+    """A crop around the first actor (vehicle crop for plates, windshield crop for occupants).
+
+    `real` swaps that share of blue plates for real plate crops; `close_share` of the plate
+    samples are cut down to a window a few plate widths around one plate (hand-held close-ups such
+    as CCPD's, and near vehicles whose crop is mostly bumper). Both draw from their own RNG
+    streams, so the scene itself is the one rendered without them."""
     for attempt in range(20):
         rng = np.random.default_rng([seed, i, attempt])
         wide = _site_group(i, site_every) % 5 == 4
@@ -110,6 +120,8 @@ def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Ba
                               target_subtype=st, cabin_px_per_m=480.0 if kind == "occupants" else 260.0)
         if not actors:
             continue
+        if real is not None:
+            _swap_real_plates(actors, real, np.random.default_rng([seed, i, attempt, 7]), light)
         tgt = actors[0]
         pts = np.concatenate([f.pts for f in tgt.model.faces]) + np.array([tgt.x, tgt.y_front, 0])
         if kind == "occupants":
@@ -139,12 +151,46 @@ def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Ba
             continue
         imaging = Imaging(crop, site.cond, light, int(rng.integers(1 << 30)), variants=1)
         img = _finish(frame, rng, imaging, i)
+        if kind == "plates" and close_share > 0 and out:
+            crng = np.random.default_rng([seed, i, attempt, 8])
+            if crng.random() < close_share:
+                img, out = _close_window(crng, img, out)
         s = max_side / max(img.shape[:2])
         if s < 1:
             img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
             out = [(c, (b[0] * s, b[1] * s, b[2] * s, b[3] * s)) for c, b in out]
         return img, out
     raise RuntimeError(f"could not place a {kind} target for image {i} (seed {seed}) in 20 attempts")
+
+
+def _swap_real_plates(actors: list[Actor], real: RealPlates, rng: np.random.Generator, light: Lighting) -> None:
+    for a in actors:
+        if a.plate_kind != "blue" or a.plate_tex is None:
+            continue
+        got = pick_real_plate(real, rng)
+        if got is not None:
+            a.plate, (bgr, al) = got[0], got[1:]
+            a.plate_tex = (lit_plate(bgr, rng, light), al)
+
+
+def _close_window(rng: np.random.Generator, img: np.ndarray, labels: list[tuple[int, Box]]
+                  ) -> tuple[np.ndarray, list[tuple[int, Box]]]:
+    """A window 1.3-6 plate widths wide around one plate; plates less than 60% inside are dropped."""
+    H, W = img.shape[:2]
+    _, (x0, y0, x1, y1) = labels[int(rng.integers(len(labels)))]
+    bw, bh = x1 - x0, y1 - y0
+    ww = min(W, max(bw * float(np.exp(rng.uniform(np.log(1.3), np.log(6.0)))), bw + 4))
+    wh = min(H, max(ww * float(rng.uniform(0.6, 1.7)), bh + 4))
+    X0 = float(np.clip(rng.uniform(x1 - ww, x0), 0, W - ww))
+    Y0 = float(np.clip(rng.uniform(y1 - wh, y0), 0, H - wh))
+    X0i, Y0i, X1i, Y1i = int(X0), int(Y0), int(min(W, X0 + ww)), int(min(H, Y0 + wh))
+    out: list[tuple[int, Box]] = []
+    for c, (a0, b0, a1, b1) in labels:
+        c0, d0, c1, d1 = max(a0, X0i), max(b0, Y0i), min(a1, X1i), min(b1, Y1i)
+        if c1 <= c0 or d1 <= d0 or (c1 - c0) * (d1 - d0) < 0.6 * (a1 - a0) * (b1 - b0):
+            continue
+        out.append((c, (c0 - X0i, d0 - Y0i, c1 - X0i, d1 - Y0i)))
+    return np.ascontiguousarray(img[Y0i:Y1i, X0i:X1i]), out
 
 
 def _plate_labels(labels: list[ActorLabel]) -> list[tuple[int, Box]]:
@@ -160,8 +206,9 @@ def _occupant_labels(lab: ActorLabel) -> list[tuple[int, Box]]:
 
 
 def plates_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
-                  max_side: int = 1024) -> Sample:
-    return _target_sample(seed, i, "plates", site_every=site_every, balance=balance, max_side=max_side)
+                  max_side: int = 1024, real: RealPlates | None = None, close_share: float = 0.0) -> Sample:
+    return _target_sample(seed, i, "plates", site_every=site_every, balance=balance, max_side=max_side,
+                          real=real, close_share=close_share)
 
 
 def occupants_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
@@ -240,16 +287,55 @@ def phone_balance(share: float) -> Balance:
     return b
 
 
-def _work(args: tuple[str, str, int, list[int], float, float | None]
+@dataclass(frozen=True)
+class RenderOptions:
+    """What a dataset render changes from the default draw (None / 0 keep existing seeds' images)."""
+
+    phone_share: float | None = None       # vehicles / plates / occupants: drivers holding a phone
+    real_plates: RealPlates | None = None  # plates: real crops pasted as blue plate textures
+    close_share: float = 0.0               # plates: share of close windows around one plate
+
+    def __post_init__(self) -> None:
+        if self.phone_share is not None:
+            phone_balance(self.phone_share)
+        if not 0.0 <= self.close_share <= 1.0:
+            raise ValueError(f"close share must be within 0..1, got {self.close_share}")
+
+    def sampler_kwargs(self, model: str) -> dict[str, object]:
+        kw: dict[str, object] = {}
+        if self.phone_share is not None:
+            kw["balance"] = phone_balance(self.phone_share)
+        if model == "plates":
+            if self.real_plates is not None:
+                kw["real"] = self.real_plates
+            if self.close_share:
+                kw["close_share"] = self.close_share
+        elif self.real_plates is not None or self.close_share:
+            raise ValueError(f"real plates and close windows apply to the plates dataset only, not {model!r}")
+        return kw
+
+    def manifest(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.phone_share is not None:
+            out["phone_share"] = self.phone_share
+        if self.real_plates is not None:
+            out["real_plates"] = {"folder": Path(self.real_plates.folder).name, "part": self.real_plates.part,
+                                  "share_of_blue": self.real_plates.share}
+        if self.close_share:
+            out["close_share"] = self.close_share
+        return out
+
+
+def _work(args: tuple[str, str, int, list[int], float, RenderOptions]
           ) -> tuple[Counter[int], list[tuple[str, str]]]:
-    model, out_dir, seed, idx, val_fraction, phone_share = args
+    model, out_dir, seed, idx, val_fraction, opts = args
     fn = SAMPLERS[model][0]
-    balance = None if phone_share is None else phone_balance(phone_share)
+    kw = opts.sampler_kwargs(model)
     out = Path(out_dir)
     counts: Counter[int] = Counter()
     hashes = []
     for i in idx:
-        img, labels = fn(seed, i) if balance is None else fn(seed, i, balance=balance)
+        img, labels = fn(seed, i, **kw)
         split = "val" if (np.random.default_rng([seed, i, 999]).random() < val_fraction) else "train"
         name = f"{model}_{seed}_{i:06d}"
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -265,15 +351,18 @@ def _work(args: tuple[str, str, int, list[int], float, float | None]
 
 def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers: int = 1,
                   val_fraction: float = 0.1, progress: Callable[[int, int], None] | None = None,
-                  phone_share: float | None = None) -> Path:
+                  options: RenderOptions | None = None) -> Path:
     """Render `n` images of `model`'s dataset into out_dir; returns data.yaml (or labels.csv).
 
-    `phone_share` (vehicles / plates / occupants) over-samples drivers holding a phone; None keeps
-    the default balance (0.4), so existing seeds render the same images."""
-    if phone_share is not None:
-        phone_balance(phone_share)  # validate before any work
+    `options` change the draw (see RenderOptions); None keeps the default balance, so existing
+    seeds render the same images."""
+    opts = options or RenderOptions()
     if model not in MODELS:
         raise ValueError(f"unknown dataset model {model!r}; expected one of {', '.join(MODELS)}")
+    if model in SAMPLERS:
+        opts.sampler_kwargs(model)  # validate before any work
+        if opts.real_plates is not None:
+            pool_real_plates(opts.real_plates)  # read (and check) once, before the workers fork
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     out = Path(out_dir).resolve()
@@ -289,7 +378,7 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
     chunk = 8
-    jobs = [(model, str(out), seed, list(range(s, min(n, s + chunk))), val_fraction, phone_share)
+    jobs = [(model, str(out), seed, list(range(s, min(n, s + chunk))), val_fraction, opts)
             for s in range(0, n, chunk)]
     counts: Counter[int] = Counter()
     hashes: list[tuple[str, str]] = []
@@ -315,16 +404,16 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
             "names": {i: nm for i, nm in enumerate(names)}}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     _manifest(out, model, n, seed, {names[k]: v for k, v in sorted(counts.items())}, hashes, time.time() - t0,
-              phone_share=phone_share)
+              extra=opts.manifest())
     return out / "data.yaml"
 
 
 def _manifest(out: Path, model: str, n: int, seed: int, counts: dict[str, int], hashes: list[tuple[str, str]],
-              seconds: float, *, phone_share: float | None = None) -> None:
+              seconds: float, *, extra: dict[str, object] | None = None) -> None:
     listing = "\n".join(f"{a} {b}" for a, b in sorted(hashes))
     (out / "manifest.json").write_text(json.dumps({
         "generator": "roadeye models/synth", "model": model, "n": n, "seed": seed, "instances": counts,
-        **({"phone_share": phone_share} if phone_share is not None else {}),
+        **(extra or {}),
         "render_seconds": round(seconds, 1), "images_per_second": round(n / max(seconds, 1e-6), 2),
         "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
     }, indent=2, ensure_ascii=False))

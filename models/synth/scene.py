@@ -157,6 +157,13 @@ class Actor:
         return out
 
 
+def lit_plate(bgr: np.ndarray, rng: np.random.Generator, light: Lighting) -> np.ndarray:
+    """A plate texture under the scene's light (rendered or a real crop pasted in its place)."""
+    if light.ir:  # retroreflective sheeting returns the flash: bright plate, monochrome
+        return ir_look(bgr, rng, gain=float(rng.uniform(1.1, 1.5)))
+    return np.clip(bgr.astype(np.float32) * (0.55 + 0.45 * light.ambient) * 1.2, 0, 255).astype(np.uint8)
+
+
 def make_actor(aid: int, rng: np.random.Generator, light: Lighting, *, subtype: str | None = None,
                balance: Balance | None = None, driver: Occupant | None = None,
                passenger: Occupant | bool | None = True, x: float = 0.0, y_front: float = 30.0,
@@ -181,11 +188,7 @@ def make_actor(aid: int, rng: np.random.Generator, light: Lighting, *, subtype: 
             plate_kind = str(rng.choice(["blue", "green", "white"], p=[0.76, 0.22, 0.02]))
     a.plate, a.plate_kind = random_plate_text(rng, plate_kind)
     bgr, al = render_plate_rgba(a.plate, a.plate_kind, rng, height_px=70)
-    if light.ir:  # retroreflective sheeting returns the flash: bright plate, monochrome
-        bgr = ir_look(bgr, rng, gain=float(rng.uniform(1.1, 1.5)))
-    else:
-        bgr = np.clip(bgr.astype(np.float32) * (0.55 + 0.45 * light.ambient) * 1.2, 0, 255).astype(np.uint8)
-    a.plate_tex = (bgr, al)
+    a.plate_tex = (lit_plate(bgr, rng, light), al)
     spec: CabinSpec = default_cabin(model, a.driver, a.passenger)
     # Cabin brightness: IR flash at night, a white-light flash fills in at dusk.
     inside = 0.95 if light.ir else (0.42 + 0.25 * light.ambient + (0.2 if light.headlights else 0.0)) * rng.uniform(
