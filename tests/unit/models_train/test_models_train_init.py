@@ -52,3 +52,15 @@ def test_init_continues_from_checkpoint_weights(tmp_path: Path, monkeypatch: pyt
                                 "--init", str(init), "--out", str(tmp_path / "bad")])
     assert res.exit_code != 0
     assert "--init" in res.output and "plate" in res.output and "driver" in res.output
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({}, {"optimizer": "AdamW", "lr0": 1e-3}),                                # recipe silent: AdamW 1e-3
+    ({"optimizer": "auto", "lr0": 4e-4}, {"optimizer": "AdamW", "lr0": 4e-4}),  # auto would ignore lr0
+    ({"optimizer": "AdamW", "lr0": 2e-3}, {}),                                # pinned by the recipe: kept
+    ({"optimizer": "SGD"}, {}),
+])
+def test_continued_run_never_gets_optimizer_auto(kwargs: dict[str, object], expected: dict[str, object]) -> None:
+    from models.train.yolo_train import continued_optimizer
+
+    assert continued_optimizer(kwargs) == expected
