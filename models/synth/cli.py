@@ -35,21 +35,23 @@ def render() -> None:
               help="plates: share of blue plates given a real crop (with --real-plates).")
 @click.option("--close-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="plates: share of samples cut to a window 1.3-6 plate widths around one plate (close-ups).")
+@click.option("--wide-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="plates: share of samples with 0.25-1.45 vehicle sizes of street around the vehicle.")
 def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float,
             phone_share: float | None, real_plates: Path | None, real_plate_share: float,
-            close_share: float) -> None:
+            close_share: float, wide_share: float) -> None:
     """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
     from models.synth.datasets import RenderOptions, write_dataset
     from models.synth.real_plates import RealPlates
 
     try:
-        opts = RenderOptions(phone_share=phone_share, close_share=close_share,
+        opts = RenderOptions(phone_share=phone_share, close_share=close_share, wide_share=wide_share,
                              real_plates=RealPlates(str(real_plates.resolve()), real_plate_share)
                              if real_plates is not None else None)
         if model in ("vehicles", "plates", "occupants"):
             opts.sampler_kwargs(model)
-        elif real_plates is not None or close_share or phone_share is not None:
-            raise ValueError(f"--phone-share, --real-plates and --close-share do not apply to {model}")
+        elif real_plates is not None or close_share or wide_share or phone_share is not None:
+            raise ValueError(f"--phone-share, --real-plates, --close-share and --wide-share do not apply to {model}")
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 

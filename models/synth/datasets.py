@@ -92,13 +92,15 @@ def vehicles_sample(seed: int, i: int, *, width: int = 1280, site_every: int = 1
 
 def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Balance | None,
                    max_side: int, texts: list[tuple[str, str]] | None = None,
-                   real: RealPlates | None = None, close_share: float = 0.0) -> Sample:
+                   real: RealPlates | None = None, close_share: float = 0.0,
+                   wide_share: float = 0.0) -> Sample:
     """A crop around the first actor (vehicle crop for plates, windshield crop for occupants).
 
     `real` swaps that share of blue plates for real plate crops; `close_share` of the plate
-    samples are cut down to a window a few plate widths around one plate (hand-held close-ups such
-    as CCPD's, and near vehicles whose crop is mostly bumper). Both draw from their own RNG
-    streams, so the scene itself is the one rendered without them."""
+    samples are cut down to a window a few plate widths around one plate (near vehicles whose crop
+    is mostly bumper); `wide_share` of them take 0.25-1.45 vehicle sizes of street around the vehicle
+    (loose vehicle boxes, photos such as CCPD's where the plate is 5-15% of the frame width). All
+    draw from their own RNG streams, so the scene itself is the one rendered without them."""
     for attempt in range(20):
         rng = np.random.default_rng([seed, i, attempt])
         wide = _site_group(i, site_every) % 5 == 4
@@ -135,6 +137,10 @@ def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Ba
         if box[2] < 0 or box[3] < 0 or box[0] > cam.width or box[1] > cam.height:
             continue
         lo, hi = (0.02, 0.15) if kind == "occupants" else (0.0, 0.12)
+        if kind == "plates" and wide_share > 0:
+            wrng = np.random.default_rng([seed, i, attempt, 9])
+            if wrng.random() < wide_share:  # loose vehicle box / a photo of the street: plates 5-15% wide
+                lo, hi = lo + 0.25, hi * float(wrng.uniform(4.0, 12.0))
         X0, Y0, w, h = _crop_window(rng, box, cam.width, cam.height, lo, hi)
         crop = cam.crop(X0, Y0, w, h)
         frame, labels = compose(site.background(crop), crop, actors, light,
@@ -206,9 +212,10 @@ def _occupant_labels(lab: ActorLabel) -> list[tuple[int, Box]]:
 
 
 def plates_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
-                  max_side: int = 1024, real: RealPlates | None = None, close_share: float = 0.0) -> Sample:
+                  max_side: int = 1024, real: RealPlates | None = None, close_share: float = 0.0,
+                  wide_share: float = 0.0) -> Sample:
     return _target_sample(seed, i, "plates", site_every=site_every, balance=balance, max_side=max_side,
-                          real=real, close_share=close_share)
+                          real=real, close_share=close_share, wide_share=wide_share)
 
 
 def occupants_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
@@ -294,12 +301,15 @@ class RenderOptions:
     phone_share: float | None = None       # vehicles / plates / occupants: drivers holding a phone
     real_plates: RealPlates | None = None  # plates: real crops pasted as blue plate textures
     close_share: float = 0.0               # plates: share of close windows around one plate
+    wide_share: float = 0.0                # plates: share of wide windows (street around the vehicle)
 
     def __post_init__(self) -> None:
         if self.phone_share is not None:
             phone_balance(self.phone_share)
-        if not 0.0 <= self.close_share <= 1.0:
-            raise ValueError(f"close share must be within 0..1, got {self.close_share}")
+        for name in ("close_share", "wide_share"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name.replace('_', ' ')} must be within 0..1, got {v}")
 
     def sampler_kwargs(self, model: str) -> dict[str, object]:
         kw: dict[str, object] = {}
@@ -310,8 +320,10 @@ class RenderOptions:
                 kw["real"] = self.real_plates
             if self.close_share:
                 kw["close_share"] = self.close_share
-        elif self.real_plates is not None or self.close_share:
-            raise ValueError(f"real plates and close windows apply to the plates dataset only, not {model!r}")
+            if self.wide_share:
+                kw["wide_share"] = self.wide_share
+        elif self.real_plates is not None or self.close_share or self.wide_share:
+            raise ValueError(f"real plates, close and wide windows apply to the plates dataset only, not {model!r}")
         return kw
 
     def manifest(self) -> dict[str, object]:
@@ -323,6 +335,8 @@ class RenderOptions:
                                   "share_of_blue": self.real_plates.share}
         if self.close_share:
             out["close_share"] = self.close_share
+        if self.wide_share:
+            out["wide_share"] = self.wide_share
         return out
 
 

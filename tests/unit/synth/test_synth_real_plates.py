@@ -85,15 +85,30 @@ def test_close_windows_keep_plates_inside_and_shrink_the_image() -> None:
     assert with_plates >= 5 and closes == with_plates
 
 
+def test_wide_windows_show_more_street_around_the_vehicle() -> None:
+    base_frac, wide_frac = [], []
+    for i in range(8):
+        base_img, base = plates_sample(13, i)
+        img, labels = plates_sample(13, i, wide_share=1.0)
+        if not base or not labels:
+            continue
+        base_frac.append(max(b[2] - b[0] for _, b in base) / base_img.shape[1])
+        wide_frac.append(max(b[2] - b[0] for _, b in labels) / img.shape[1])
+    assert len(wide_frac) >= 4
+    assert float(np.median(wide_frac)) < 0.75 * float(np.median(base_frac))
+
+
 def test_options_apply_to_plates_only_and_land_in_the_manifest(tmp_path: Path) -> None:
     spec = RealPlates(str(_crops(tmp_path / "c")), share=0.5)
     with pytest.raises(ValueError, match="plates dataset only"):
         write_dataset("occupants", tmp_path / "o", 1, seed=1, options=RenderOptions(real_plates=spec))
     write_dataset("plates", tmp_path / "p", 2, seed=1, val_fraction=0.0,
-                  options=RenderOptions(real_plates=spec, close_share=0.3))
+                  options=RenderOptions(real_plates=spec, close_share=0.3, wide_share=0.4))
     man = json.loads((tmp_path / "p" / "manifest.json").read_text())
     assert man["real_plates"] == {"folder": "c", "part": "trainable", "share_of_blue": 0.5}
-    assert man["close_share"] == 0.3
+    assert man["close_share"] == 0.3 and man["wide_share"] == 0.4
+    with pytest.raises(ValueError, match="wide share"):
+        RenderOptions(wide_share=1.5)
 
 
 def test_cli_refuses_real_plates_for_another_model(tmp_path: Path) -> None:
