@@ -48,10 +48,7 @@ def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_f
         opts = RenderOptions(phone_share=phone_share, close_share=close_share, wide_share=wide_share,
                              real_plates=RealPlates(str(real_plates.resolve()), real_plate_share)
                              if real_plates is not None else None)
-        if model in ("vehicles", "plates", "occupants"):
-            opts.sampler_kwargs(model)
-        elif real_plates is not None or close_share or wide_share or phone_share is not None:
-            raise ValueError(f"--phone-share, --real-plates, --close-share and --wide-share do not apply to {model}")
+        opts.check(model)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 

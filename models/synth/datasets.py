@@ -171,7 +171,7 @@ def _target_sample(seed: int, i: int, kind: str, *, site_every: int, balance: Ba
 
 def _swap_real_plates(actors: list[Actor], real: RealPlates, rng: np.random.Generator, light: Lighting) -> None:
     for a in actors:
-        if a.plate_kind != "blue" or a.plate_tex is None:
+        if a.plate_kind != "blue":
             continue
         got = pick_real_plate(real, rng)
         if got is not None:
@@ -311,6 +311,13 @@ class RenderOptions:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name.replace('_', ' ')} must be within 0..1, got {v}")
 
+    def check(self, model: str) -> None:
+        """ValueError naming the options that do not apply to `model`'s dataset."""
+        if model in SAMPLERS:
+            self.sampler_kwargs(model)
+        elif self != RenderOptions():
+            raise ValueError(f"phone share, real plates, close and wide windows do not apply to {model!r}")
+
     def sampler_kwargs(self, model: str) -> dict[str, object]:
         kw: dict[str, object] = {}
         if self.phone_share is not None:
@@ -373,10 +380,9 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
     opts = options or RenderOptions()
     if model not in MODELS:
         raise ValueError(f"unknown dataset model {model!r}; expected one of {', '.join(MODELS)}")
-    if model in SAMPLERS:
-        opts.sampler_kwargs(model)  # validate before any work
-        if opts.real_plates is not None:
-            pool_real_plates(opts.real_plates)  # read (and check) once, before the workers fork
+    opts.check(model)  # before any work
+    if opts.real_plates is not None:
+        pool_real_plates(opts.real_plates)  # read (and check) once, before the workers fork
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     out = Path(out_dir).resolve()

@@ -160,6 +160,16 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], x
     roi[:] = roi * (1 - m) + np.asarray(colour, np.float32) * m
 
 
+def rounded_mask(h: int, w: int, r: int) -> np.ndarray:
+    """uint8 mask (255 inside) of a plate outline with rounded corners of radius r."""
+    m = np.zeros((h, w), np.uint8)
+    cv2.rectangle(m, (r, 0), (w - 1 - r, h - 1), 255, -1)
+    cv2.rectangle(m, (0, r), (w - 1, h - 1 - r), 255, -1)
+    for cx, cy in ((r, r), (w - 1 - r, r), (r, h - 1 - r), (w - 1 - r, h - 1 - r)):
+        cv2.circle(m, (cx, cy), r, 255, -1, cv2.LINE_AA)
+    return m
+
+
 def render_plate_rgba(text: str, kind: str, rng: np.random.Generator | None = None, *,
                       height_px: int = 140) -> tuple[np.ndarray, np.ndarray]:
     """Clean plate as (BGR uint8, alpha float32 in [0,1]); alpha is 0 outside the rounded corners."""
@@ -213,11 +223,7 @@ def render_plate_rgba(text: str, kind: str, rng: np.random.Generator | None = No
         cv2.circle(canvas, (c[0] - rr // 3, c[1] - rr // 3), max(1, rr // 3), (225.0, 225.0, 230.0), -1,
                    cv2.LINE_AA)
         cv2.circle(canvas, c, rr, (90.0, 90.0, 95.0), max(1, round(0.8 * s)), cv2.LINE_AA)
-    alpha = np.zeros((H, W), np.uint8)
-    cv2.rectangle(alpha, (r, 0), (W - 1 - r, H - 1), 255, -1)
-    cv2.rectangle(alpha, (0, r), (W - 1, H - 1 - r), 255, -1)
-    for cx, cy in ((r, r), (W - 1 - r, r), (r, H - 1 - r), (W - 1 - r, H - 1 - r)):
-        cv2.circle(alpha, (cx, cy), r, 255, -1, cv2.LINE_AA)
+    alpha = rounded_mask(H, W, r)
     out_w, out_h = round(wmm * height_px / hmm), height_px
     bgr = cv2.resize(np.clip(canvas, 0, 255), (out_w, out_h), interpolation=cv2.INTER_AREA).astype(np.uint8)
     a = cv2.resize(alpha, (out_w, out_h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0

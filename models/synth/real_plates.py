@@ -10,12 +10,13 @@ The crops are all single-row blue plates, so only blue plates are swapped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from models.synth.plates import PLATE_MM
+from models.synth.plates import PLATE_MM, rounded_mask
 from models.train.plate_reader_data import REAL_SPLIT, imread
 
 TEX_H = 70  # the rendered plate texture height (scene.make_actor)
@@ -55,16 +56,6 @@ def pool(spec: RealPlates) -> list[tuple[str, np.ndarray]]:
     return _CACHE[key]
 
 
-def rounded_alpha(h: int, w: int, r: int) -> np.ndarray:
-    """Alpha 0..1 of a plate with rounded corners of radius r (same shape as the rendered plate's)."""
-    a = np.zeros((h, w), np.uint8)
-    cv2.rectangle(a, (r, 0), (w - 1 - r, h - 1), 255, -1)
-    cv2.rectangle(a, (0, r), (w - 1, h - 1 - r), 255, -1)
-    for cx, cy in ((r, r), (w - 1 - r, r), (r, h - 1 - r), (w - 1 - r, h - 1 - r)):
-        cv2.circle(a, (cx, cy), r, 255, -1, cv2.LINE_AA)
-    return a.astype(np.float32) / 255.0
-
-
 def pick(spec: RealPlates, rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray] | None:
     """A real (text, BGR, alpha) texture with probability `spec.share`, else None."""
     if rng.random() >= spec.share:
@@ -76,4 +67,10 @@ def pick(spec: RealPlates, rng: np.random.Generator) -> tuple[str, np.ndarray, n
     dx, dy = (rng.uniform(-0.03, 0.03, 2) * (w, h)).astype(np.float32)
     m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
     out = cv2.warpAffine(bgr, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
-    return text, out, rounded_alpha(h, w, max(2, round(6 * h / PLATE_MM["blue"][1])))
+    return text, out, _alpha(h, w)
+
+
+@lru_cache(maxsize=4)
+def _alpha(h: int, w: int) -> np.ndarray:
+    """The rendered plate's rounded outline (6 mm corner radius) as alpha 0..1, once per size."""
+    return rounded_mask(h, w, max(2, round(6 * h / PLATE_MM["blue"][1]))).astype(np.float32) / 255.0

@@ -109,6 +109,8 @@ def test_options_apply_to_plates_only_and_land_in_the_manifest(tmp_path: Path) -
     assert man["close_share"] == 0.3 and man["wide_share"] == 0.4
     with pytest.raises(ValueError, match="wide share"):
         RenderOptions(wide_share=1.5)
+    with pytest.raises(ValueError, match="do not apply to 'plate_text'"):
+        write_dataset("plate_text", tmp_path / "t", 1, seed=1, options=RenderOptions(close_share=0.3))
 
 
 def test_cli_refuses_real_plates_for_another_model(tmp_path: Path) -> None:
