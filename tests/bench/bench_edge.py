@@ -29,6 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 ANALYSIS_FPS = 5.0
+RATIO_GOAL = 0.8  # pipeline fps / decode-only fps
 
 
 def probe(path: Path) -> tuple[int, int, float]:
@@ -114,6 +115,18 @@ def find_pt(name: str) -> Path | None:
     return next((c for c in cands if c.is_file()), None)
 
 
+def cpu_budget(dec: dict[str, Any], pipe: dict[str, Any]) -> dict[str, float]:
+    """Why the ratio is what it is: decoding alone keeps every core busy, so the pipeline can
+    only reach decode CPU / (decode + analysis CPU) of the ceiling, all per stream frame."""
+    dec_ms = 1000 * dec["cpu_s"] / max(dec["frames"], 1)
+    pipe_ms = 1000 * pipe["cpu_s"] / max(pipe["frames"], 1)
+    analysed_per_frame = max(pipe["analysed"], 1) / max(pipe["frames"], 1)
+    return {"decode_ms_per_frame": round(dec_ms, 1),
+            "analysis_ms_per_analysed_frame": round(max(pipe_ms - dec_ms, 0.0) / analysed_per_frame, 1),
+            "ratio_bound_when_cpu_bound": round(dec_ms / max(pipe_ms, 1e-9), 3),
+            "analysis_ms_per_analysed_frame_for_goal": round(dec_ms * (1 / RATIO_GOAL - 1) / analysed_per_frame, 1)}
+
+
 def pt_from_onnx(name: str, clip: Path, out_dir: Path) -> Path:
     """The committed fp32 ONNX detector as an ultralytics .pt (same weights, checked against the
     ONNX file by `checkpoint_from_onnx`), for when no training checkpoint is on this machine.
@@ -140,22 +153,24 @@ def pt_from_onnx(name: str, clip: Path, out_dir: Path) -> Path:
 
 
 def naive_ultralytics(clip: Path) -> dict[str, Any]:
-    """The same cascade the usual way: decode with OpenCV, `YOLO(pt).predict` per image."""
-    pts = {n: find_pt(n) for n in ("vehicles", "plates", "occupants")}
-    origin = {n: "checkpoint" for n, p in pts.items() if p is not None}
-    missing = [n for n, p in pts.items() if p is None]
-    tmp: Path | None = None
-    if missing:  # rebuild them from the committed ONNX files (needs torch, as the baseline does)
-        tmp = Path(tempfile.mkdtemp(prefix="roadeye-bench-pt-"))
-        try:
-            for n in missing:
-                pts[n] = pt_from_onnx(n, clip, tmp)
-                origin[n] = "rebuilt from the committed fp32 ONNX"
-        except Exception as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return {"skipped": f"no PyTorch checkpoints for {missing} (looked in $ROADEYE_PT_DIR, models/*.pt, "
-                               "runs/models/<name>/run/weights/{best,last}.pt) and rebuilding them from ONNX "
-                               f"failed: {type(exc).__name__}: {exc}"}
+    """The same cascade the usual way: decode with OpenCV, `YOLO(pt).predict` per image.
+    Checkpoints not on this machine are rebuilt from the committed ONNX files for the run."""
+    with tempfile.TemporaryDirectory(prefix="roadeye-bench-pt-") as tmp:
+        pts: dict[str, Path] = {}
+        origin: dict[str, str] = {}
+        for n in ("vehicles", "plates", "occupants"):
+            found = find_pt(n)
+            try:
+                pts[n] = found or pt_from_onnx(n, clip, Path(tmp))
+            except Exception as exc:
+                return {"skipped": f"no PyTorch checkpoint for {n} (looked in $ROADEYE_PT_DIR, models/*.pt, "
+                                   "runs/models/<name>/run/weights/{best,last}.pt) and rebuilding it from ONNX "
+                                   f"failed: {type(exc).__name__}: {exc}"}
+            origin[n] = "checkpoint" if found else "rebuilt from the committed fp32 ONNX"
+        return _naive_run(clip, pts) | {"weights_origin": origin}
+
+
+def _naive_run(clip: Path, pts: dict[str, Path]) -> dict[str, Any]:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".yolo"))
@@ -204,10 +219,8 @@ def naive_ultralytics(clip: Path) -> dict[str, Any]:
                             reader.read(pc)
     dt = time.perf_counter() - t0
     cap.release()
-    if tmp is not None:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"frames": frames, "analysed": analysed, "seconds": round(dt, 2), "fps": round(frames / dt, 2),
-            "weights": {n: str(p) for n, p in pts.items()}, "weights_origin": origin}
+            "weights": {n: str(p) for n, p in pts.items()}}
 
 
 def main() -> None:
@@ -226,18 +239,8 @@ def main() -> None:
     else:
         out["pipeline"] = pipeline(clip)
         out["ratio_pipeline_to_decode"] = round(out["pipeline"]["fps"] / out["decode_only"]["fps"], 3)
-        out["ratio_goal"] = 0.8
-        # Why the ratio is what it is: decoding already keeps every core busy, so the pipeline
-        # can only be as fast as decode CPU / (decode CPU + analysis CPU) of the ceiling
-        dec, pipe = out["decode_only"], out["pipeline"]
-        analysis_cpu = max(pipe["cpu_s"] - dec["cpu_s"] * pipe["frames"] / max(dec["frames"], 1), 0.0)
-        out["cpu_budget"] = {
-            "decode_ms_per_frame": round(1000 * dec["cpu_s"] / max(dec["frames"], 1), 1),
-            "analysis_ms_per_analysed_frame": round(1000 * analysis_cpu / max(pipe["analysed"], 1), 1),
-            "ratio_bound_when_cpu_bound": round(dec["cpu_s"] / max(pipe["cpu_s"], 1e-9), 3),
-            "analysis_ms_per_analysed_frame_for_goal": round(
-                1000 * dec["cpu_s"] * (1 / 0.8 - 1) / max(dec["analysed"], 1), 1),
-        }
+        out["ratio_goal"] = RATIO_GOAL
+        out["cpu_budget"] = cpu_budget(out["decode_only"], out["pipeline"])
         try:
             out["naive_ultralytics"] = naive_ultralytics(clip)
         except Exception as exc:  # report, never hide
