@@ -28,6 +28,9 @@ BELT_AUX, WHEEL, FIXTURE = 20, 21, 22
 
 BELTS = ("worn", "none", "under_arm")
 PHONES = ("none", "ear", "hand", "wheel")
+#: what the hands of a driver WITHOUT a phone do besides steering: hard negatives for the phone
+#: class (a hand at the face or a cup held up is not a phone call); "default" draws nothing extra
+HANDS = ("default", "face", "cup")
 
 SKIN = np.array([[168, 196, 232], [150, 182, 222], [128, 160, 205], [112, 142, 188], [92, 118, 160],
                  [70, 92, 130], [52, 68, 100]], np.float32)
@@ -45,6 +48,7 @@ BELT_P = np.array([0.5, 0.25, 0.15, 0.1])
 class Occupant:
     belt: str = "worn"
     phone: str = "none"
+    hands: str = "default"  # HANDS; only drawn when phone is "none"
 
 
 @dataclass
@@ -231,9 +235,29 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
     ph_hand: float = 0.0
     if occ.phone != "none":
         ph_hand = side if rng.random() < 0.5 else -side  # which image side's hand holds the phone
+    if occ.hands not in HANDS:
+        raise ValueError(f"occupant hands must be one of {HANDS}, got {occ.hands!r}")
+    busy_hand: float = 0.0  # the hand that is at the face or holds a cup (no phone)
+    if occ.phone == "none" and occ.hands != "default":
+        busy_hand = side if rng.random() < 0.5 else -side
     for s in (-1.0, 1.0):
         shoulder = (cu + s * sh_w * 0.88, shoulder_v + 0.03)
-        if occ.phone == "ear" and s == ph_hand:
+        if occ.hands == "face" and s == busy_hand:
+            # the phone-at-ear arm, the hand empty at the cheek, chin or temple
+            hand = (cu + s * (head_w * rng.uniform(0.3, 1.0) + 0.01), hv + head_h * rng.uniform(-0.4, 0.9))
+            elbow = (cu + s * (sh_w + 0.05), shoulder_v + 0.2)
+            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
+            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            p.ellipse(hand, (0.035, 0.045), rng.normal(0, 25), skin * 0.95, lid)
+        elif occ.hands == "cup" and s == busy_hand:
+            # the phone-in-hand arm holding a cup or bottle at chest or mouth height
+            hand = (cu + s * 0.04 + rng.normal(0, 0.02), shoulder_v + rng.uniform(-0.12, 0.24))
+            elbow = (cu + s * (sh_w + 0.03), shoulder_v + 0.3)
+            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
+            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            _cup(p, rng, (hand[0], hand[1] - 0.05), lid)
+            p.ellipse((hand[0], hand[1] - 0.01), (0.038, 0.035), 0, skin * 0.95, lid)
+        elif occ.phone == "ear" and s == ph_hand:
             hand = (cu + s * (head_w + 0.012), hv + 0.01)
             elbow = (cu + s * (sh_w + 0.05), shoulder_v + 0.2)
             p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
@@ -270,6 +294,19 @@ def _wheel(p: _Painter, wc: tuple[float, float], wr: float, rng: np.random.Gener
     p.line([(wc[0] - wr * 0.95, wc[1]), (wc[0] - 0.05, wc[1] - 0.02)], 0.03, col, WHEEL)
     p.line([(wc[0] + wr * 0.95, wc[1]), (wc[0] + 0.05, wc[1] - 0.02)], 0.03, col, WHEEL)
     p.ellipse(wc, (0.06, 0.045), 0, col * 1.1, WHEEL)
+
+
+def _cup(p: _Painter, rng: np.random.Generator, c: tuple[float, float], lid: int) -> None:
+    """A paper cup, can or bottle: a held object the phone class must not fire on."""
+    kind = rng.choice(["cup", "can", "bottle"])
+    w, h = {"cup": (0.07, 0.1), "can": (0.06, 0.11), "bottle": (0.055, 0.2)}[str(kind)]
+    w, h = w * rng.uniform(0.85, 1.15), h * rng.uniform(0.85, 1.15)
+    cols = [(235, 235, 230), (40, 120, 200), (30, 30, 160), (60, 140, 60), (200, 200, 60), (180, 220, 230)]
+    col = np.array(cols[int(rng.integers(len(cols)))], np.float64)
+    top = w * (0.6 if kind == "bottle" else 1.0)
+    p.poly([(c[0] - top / 2, c[1] - h / 2), (c[0] + top / 2, c[1] - h / 2), (c[0] + w / 2, c[1] + h / 2),
+            (c[0] - w / 2, c[1] + h / 2)], col, lid)
+    p.ellipse((c[0], c[1] - h / 2), (top / 2, top / 6), 0, col * 0.7, lid)
 
 
 def _phone(p: _Painter, rng: np.random.Generator, c: tuple[float, float], w: float, h: float, ang: float,

@@ -28,6 +28,9 @@ def render() -> None:
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
 @click.option("--phone-share", type=click.FloatRange(0, 1), default=None,
               help="Share of drivers holding a phone (default balance: 0.4); over-samples phone_use.")
+@click.option("--distractor-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of phone-free drivers with an empty hand at the face or a cup / bottle in hand "
+                   "(hard negatives for the phone class; half each).")
 @click.option("--real-plates", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="plates: a folder of real plate crops (plates-cn-crops); its trainable part (never the "
                    "reader's held-back test part) is pasted as the texture of blue plates.")
@@ -38,14 +41,15 @@ def render() -> None:
 @click.option("--wide-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="plates: share of samples with 0.25-1.45 vehicle sizes of street around the vehicle.")
 def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float,
-            phone_share: float | None, real_plates: Path | None, real_plate_share: float,
+            phone_share: float | None, distractor_share: float, real_plates: Path | None, real_plate_share: float,
             close_share: float, wide_share: float) -> None:
     """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
     from models.synth.datasets import RenderOptions, write_dataset
     from models.synth.real_plates import RealPlates
 
     try:
-        opts = RenderOptions(phone_share=phone_share, close_share=close_share, wide_share=wide_share,
+        opts = RenderOptions(phone_share=phone_share, distractor_share=distractor_share, close_share=close_share,
+                             wide_share=wide_share,
                              real_plates=RealPlates(str(real_plates.resolve()), real_plate_share)
                              if real_plates is not None else None)
         opts.check(model)

@@ -294,6 +294,17 @@ def phone_balance(share: float) -> Balance:
     return b
 
 
+def occupant_balance(phone_share: float | None, distractor_share: float) -> Balance:
+    """The default balance, with `phone_share` of drivers holding a phone (None: default) and
+    `distractor_share` of the phone-free ones with a hand at the face or a cup (face : cup 1 : 1)."""
+    b = phone_balance(phone_share) if phone_share is not None else Balance()
+    if not 0.0 <= distractor_share <= 1.0:
+        raise ValueError(f"distractor share must be within 0..1, got {distractor_share}")
+    if distractor_share:
+        b.hands = {"default": 1.0 - distractor_share, "face": distractor_share / 2, "cup": distractor_share / 2}
+    return b
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """What a dataset render changes from the default draw (None / 0 keep existing seeds' images)."""
@@ -302,10 +313,10 @@ class RenderOptions:
     real_plates: RealPlates | None = None  # plates: real crops pasted as blue plate textures
     close_share: float = 0.0               # plates: share of close windows around one plate
     wide_share: float = 0.0                # plates: share of wide windows (street around the vehicle)
+    distractor_share: float = 0.0          # phone-free drivers with a hand at the face or a cup
 
     def __post_init__(self) -> None:
-        if self.phone_share is not None:
-            phone_balance(self.phone_share)
+        occupant_balance(self.phone_share, self.distractor_share)  # raises on a bad share
         for name in ("close_share", "wide_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -316,12 +327,13 @@ class RenderOptions:
         if model in SAMPLERS:
             self.sampler_kwargs(model)
         elif self != RenderOptions():
-            raise ValueError(f"phone share, real plates, close and wide windows do not apply to {model!r}")
+            raise ValueError(f"phone and distractor shares, real plates, close and wide windows do not apply to "
+                             f"{model!r}")
 
     def sampler_kwargs(self, model: str) -> dict[str, object]:
         kw: dict[str, object] = {}
-        if self.phone_share is not None:
-            kw["balance"] = phone_balance(self.phone_share)
+        if self.phone_share is not None or self.distractor_share:
+            kw["balance"] = occupant_balance(self.phone_share, self.distractor_share)
         if model == "plates":
             if self.real_plates is not None:
                 kw["real"] = self.real_plates
@@ -337,6 +349,8 @@ class RenderOptions:
         out: dict[str, object] = {}
         if self.phone_share is not None:
             out["phone_share"] = self.phone_share
+        if self.distractor_share:
+            out["distractor_share"] = self.distractor_share
         if self.real_plates is not None:
             out["real_plates"] = {"folder": Path(self.real_plates.folder).name, "part": self.real_plates.part,
                                   "share_of_blue": self.real_plates.share}

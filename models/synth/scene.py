@@ -119,6 +119,8 @@ class Balance:
     phone: dict[str, float] = field(default_factory=lambda: {"none": 0.6, "ear": 0.15, "hand": 0.15, "wheel": 0.1})
     passenger: float = 0.45
     vehicles: dict[str, float] = field(default_factory=lambda: dict(VEHICLE_MIX))
+    #: cabin.HANDS of drivers without a phone; None draws nothing (the seeds' images stay as they were)
+    hands: dict[str, float] | None = None
 
     def draw(self, rng: np.random.Generator, table: dict[str, float]) -> str:
         keys = list(table)
@@ -157,6 +159,14 @@ class Actor:
         return out
 
 
+def draw_driver(rng: np.random.Generator, bal: Balance) -> Occupant:
+    """Belt, phone and, when the balance asks for them, what a phone-free driver's hands do."""
+    occ = Occupant(bal.draw(rng, bal.belt), bal.draw(rng, bal.phone))
+    if bal.hands is not None and occ.phone == "none":
+        occ.hands = bal.draw(rng, bal.hands)
+    return occ
+
+
 def lit_plate(bgr: np.ndarray, rng: np.random.Generator, light: Lighting) -> np.ndarray:
     """A plate texture under the scene's light (rendered or a real crop pasted in its place)."""
     if light.ir:  # retroreflective sheeting returns the flash: bright plate, monochrome
@@ -175,7 +185,7 @@ def make_actor(aid: int, rng: np.random.Generator, light: Lighting, *, subtype: 
     a = Actor(aid, model, x, y_front, speed)
     if st == "two_wheeler":
         return a
-    a.driver = driver or Occupant(bal.draw(rng, bal.belt), bal.draw(rng, bal.phone))
+    a.driver = driver or draw_driver(rng, bal)
     if passenger is True:
         a.passenger = (Occupant(bal.draw(rng, bal.belt), "hand" if rng.random() < 0.1 else "none")
                        if rng.random() < bal.passenger and st != "bus" else None)

@@ -32,6 +32,7 @@ from models.synth.scene import (
     RoadLayout,
     Site,
     compose,
+    draw_driver,
     lighting_for,
     make_actor,
 )
@@ -126,7 +127,7 @@ def _plan_traffic(p: Preset, rng: np.random.Generator, seconds: float, y_spawn: 
                 st = "sedan"  # heavy vehicles keep right
             if st == "two_wheeler" and lane != layout.lanes - 1:
                 st = "suv"
-            drv = None if st == "two_wheeler" else Occupant(bal.draw(rng, bal.belt), bal.draw(rng, bal.phone))
+            drv = None if st == "two_wheeler" else draw_driver(rng, bal)
             pas = None
             if st not in ("two_wheeler", "bus") and rng.random() < bal.passenger:
                 pas = Occupant(bal.draw(rng, bal.belt), "hand" if rng.random() < 0.08 else "none")

@@ -154,3 +154,16 @@ def test_render_deterministic_and_ir_monochrome() -> None:
     cond = Conditions("night", "clear")
     out = Imaging(crop, cond, lighting_for(cond, np.random.default_rng(0)), 0, variants=1).apply(f1, 0)
     assert np.array_equal(out[..., 0], out[..., 2])  # the NIR sensor delivers monochrome frames
+
+
+@pytest.mark.parametrize("hands", ["face", "cup"])
+def test_distractor_hands_are_drawn_but_never_labelled_phone(hands: str) -> None:
+    """A hand at the face or a cup is a hard negative: pixels change, the labels do not."""
+    _, a0, f0, _ = _scene(21, Occupant("worn", "none"))
+    _, a1, f1, l1 = _scene(21, Occupant("worn", "none", hands))
+    assert l1[0].occupant_boxes["phone"] == [] and a1.violations == a0.violations == []
+    assert l1[0].driver_box is not None
+    x0, y0, x1, y1 = l1[0].windshield_box or l1[0].box
+    assert np.abs(f1[y0:y1, x0:x1].astype(int) - f0[y0:y1, x0:x1].astype(int)).mean() > 0.5
+    with pytest.raises(ValueError, match="hands"):
+        _scene(21, Occupant("worn", "none", "wave"))
