@@ -146,7 +146,9 @@ def test_noisy_detections_still_meet_targets(gt_path: Path) -> None:
     assert s.recall >= 0.9, report
 
 
-MODELS_DIR = REPO / "models"
+#: the models the edge would load ($ROADEYE_MODELS_DIR: a candidate model is checked here before it is
+#: committed, e.g. a folder of links to models/ with one file replaced)
+MODELS_DIR = Path(os.environ.get("ROADEYE_MODELS_DIR") or REPO / "models")
 
 
 class RealCropsCascade(OracleCascade):
