@@ -231,6 +231,11 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
         wc = (cu, spec.height_m + 0.01)
         wr = 0.19
         _wheel(p, wc, wr, rng)
+    def arm(shoulder: tuple[float, float], elbow: tuple[float, float], hand: tuple[float, float]) -> None:
+        """A bent sleeve: its shaded outline, then the sleeve itself."""
+        p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
+        p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+
     hand_pts: list[tuple[tuple[float, float], tuple[float, float]]] = []  # (shoulder, hand)
     ph_hand: float = 0.0
     if occ.phone != "none":
@@ -246,29 +251,25 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
             # the phone-at-ear arm, the hand empty at the cheek, chin or temple
             hand = (cu + s * (head_w * rng.uniform(0.3, 1.0) + 0.01), hv + head_h * rng.uniform(-0.4, 0.9))
             elbow = (cu + s * (sh_w + 0.05), shoulder_v + 0.2)
-            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
-            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            arm(shoulder, elbow, hand)
             p.ellipse(hand, (0.035, 0.045), rng.normal(0, 25), skin * 0.95, lid)
         elif occ.hands == "cup" and s == busy_hand:
             # the phone-in-hand arm holding a cup or bottle at chest or mouth height
             hand = (cu + s * 0.04 + rng.normal(0, 0.02), shoulder_v + rng.uniform(-0.12, 0.24))
             elbow = (cu + s * (sh_w + 0.03), shoulder_v + 0.3)
-            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
-            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            arm(shoulder, elbow, hand)
             _cup(p, rng, (hand[0], hand[1] - 0.05), lid)
             p.ellipse((hand[0], hand[1] - 0.01), (0.038, 0.035), 0, skin * 0.95, lid)
         elif occ.phone == "ear" and s == ph_hand:
             hand = (cu + s * (head_w + 0.012), hv + 0.01)
             elbow = (cu + s * (sh_w + 0.05), shoulder_v + 0.2)
-            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
-            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            arm(shoulder, elbow, hand)
             p.ellipse(hand, (0.035, 0.045), 0, skin * 0.95, lid)
             _phone(p, rng, (hand[0] - s * 0.006, hand[1] - 0.015), 0.072, 0.145, -s * 0.25, phid, ear=True)
         elif occ.phone == "hand" and s == ph_hand:
             hand = (cu + s * 0.04 + rng.normal(0, 0.02), shoulder_v + rng.uniform(0.18, 0.26))
             elbow = (cu + s * (sh_w + 0.03), shoulder_v + 0.3)
-            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
-            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            arm(shoulder, elbow, hand)
             _phone(p, rng, (hand[0], hand[1] - 0.06), 0.072, 0.145, rng.normal(0, 0.3), phid)
             p.ellipse((hand[0], hand[1] - 0.01), (0.038, 0.035), 0, skin * 0.95, lid)
         elif spec.wheel and driver:
@@ -276,8 +277,7 @@ def _person(p: _Painter, rng: np.random.Generator, spec: CabinSpec, occ: Occupan
             ang = math.radians(rng.uniform(35, 65))
             hand = (wc[0] + s * 0.19 * math.sin(ang), wc[1] - 0.19 * 0.6 * math.cos(ang))
             elbow = (cu + s * (sh_w + 0.02), shoulder_v + 0.3)
-            p.line([shoulder, elbow, hand], arm_w * 1.15, sleeve * 0.55, lid)
-            p.line([shoulder, elbow, hand], arm_w, sleeve, lid)
+            arm(shoulder, elbow, hand)
             p.ellipse(hand, (0.035, 0.03), rng.normal(0, 20), skin * 0.95, lid)
             hand_pts.append((shoulder, hand))
         else:  # passenger arm resting down

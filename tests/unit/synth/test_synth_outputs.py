@@ -8,11 +8,14 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from edge.camera import load_camera
+from models.synth.cabin import Occupant
 from models.synth.contact import write_contact_sheet
-from models.synth.datasets import OCCUPANT_CLASSES, write_dataset
+from models.synth.datasets import OCCUPANT_CLASSES, RenderOptions, occupant_balance, write_dataset
+from models.synth.scene import Balance, draw_driver
 from models.synth.vehicles import VEHICLE_CLASSES
 from models.synth.video import Preset, render_clip
 
@@ -124,3 +127,24 @@ def test_contact_sheet_png(tmp_path: Path) -> None:
     p = write_contact_sheet("plates", tmp_path / "s.png", n=2, seed=1, tile=200)
     img = cv2.imread(str(p))
     assert img is not None and img.shape[1] >= 400 and p.stat().st_size < 1_500_000
+
+
+def test_distractor_share_draws_hands_only_for_phone_free_drivers() -> None:
+    assert occupant_balance(None, 0.0).hands is None  # the default draw: existing seeds' images unchanged
+    bal = occupant_balance(0.5, 1.0)
+    assert bal.hands == {"default": 0.0, "face": 0.5, "cup": 0.5}
+    rng = np.random.default_rng(3)
+    drivers = [draw_driver(rng, bal) for _ in range(200)]
+    assert {d.hands for d in drivers if d.phone != "none"} == {"default"}
+    assert {d.hands for d in drivers if d.phone == "none"} == {"face", "cup"}
+    # no hands table, no extra draw: the same stream as before the option existed
+    r1, r2 = np.random.default_rng(4), np.random.default_rng(4)
+    plain = Balance()
+    expected = []
+    for _ in range(20):
+        belt = plain.draw(r2, plain.belt)
+        expected.append(Occupant(belt, plain.draw(r2, plain.phone)))
+    assert [draw_driver(r1, plain) for _ in range(20)] == expected
+    with pytest.raises(ValueError, match="distractor share"):
+        RenderOptions(distractor_share=1.5)
+    assert RenderOptions(distractor_share=0.25).manifest()["distractor_share"] == 0.25

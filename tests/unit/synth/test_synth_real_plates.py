@@ -118,27 +118,3 @@ def test_cli_refuses_real_plates_for_another_model(tmp_path: Path) -> None:
                                     "--real-plates", str(_crops(tmp_path / "c"))])
     assert r.exit_code == 2 and "plates dataset only" in r.output
 
-
-def test_distractor_share_draws_hands_only_for_phone_free_drivers() -> None:
-    from models.synth.cabin import Occupant
-    from models.synth.datasets import occupant_balance
-    from models.synth.scene import Balance, draw_driver
-
-    assert occupant_balance(None, 0.0).hands is None  # the default draw: existing seeds' images unchanged
-    bal = occupant_balance(0.5, 1.0)
-    assert bal.hands == {"default": 0.0, "face": 0.5, "cup": 0.5}
-    rng = np.random.default_rng(3)
-    drivers = [draw_driver(rng, bal) for _ in range(200)]
-    assert {d.hands for d in drivers if d.phone != "none"} == {"default"}
-    assert {d.hands for d in drivers if d.phone == "none"} == {"face", "cup"}
-    # no hands table, no extra draw: the same stream as before the option existed
-    r1, r2 = np.random.default_rng(4), np.random.default_rng(4)
-    plain = Balance()
-    expected = []
-    for _ in range(20):
-        belt = plain.draw(r2, plain.belt)
-        expected.append(Occupant(belt, plain.draw(r2, plain.phone)))
-    assert [draw_driver(r1, plain) for _ in range(20)] == expected
-    with pytest.raises(ValueError, match="distractor share"):
-        RenderOptions(distractor_share=1.5)
-    assert RenderOptions(distractor_share=0.25).manifest()["distractor_share"] == 0.25
