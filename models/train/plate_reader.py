@@ -431,7 +431,16 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     # ---- model / optimiser / resume
     model = build_model(arch=arch)
     size = ARCHS[arch].input_size
-    if init is not None:
+    if init is not None and Path(init).suffix == ".onnx":  # a released file: its weights, rebuilt
+        from models.train.plate_reader_onnx_init import model_from_onnx
+
+        calib = np.stack([preprocess_plate(p.images[i], size, p.two_row[i])
+                          for p, _ in pools for i in range(min(len(p), 128))])
+        model, info = model_from_onnx(Path(init), calib)
+        if model.arch != arch:
+            raise ValueError(f"--init {init} holds arch {model.arch!r}, not {arch!r}")
+        log.info("initialised from %s (max prob diff vs the ONNX file %.1e)", init, info["max_prob_diff_vs_onnx"])
+    elif init is not None:
         init_state = torch.load(init, map_location="cpu", weights_only=False)
         if init_state.get("arch", "base") != arch:
             raise ValueError(f"--init {init} holds arch {init_state.get('arch', 'base')!r}, not {arch!r}")
@@ -649,7 +658,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--synth-n", type=int, default=30000)
     t.add_argument("--synth-dir", type=Path, action="append", default=None,
                    help="pre-rendered folder(s) (labels.csv file,plate,kind,split); repeatable")
-    t.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    t.add_argument("--init", type=Path, default=None,
+                   help="start from these weights: a checkpoint (.pt) or a released plate_reader .onnx")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--stop-after", type=int, default=None, help="stop after N epochs of the schedule")
     t.add_argument("--real-share", type=float, default=REAL_SHARE, help="share of real crops per batch")
