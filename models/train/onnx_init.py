@@ -17,7 +17,7 @@ training also uses is a copy of it (ultralytics builds one2one_* as deep copies 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,44 @@ def _batches(images: list[Path], hw: tuple[int, int], batch: int) -> Iterable[np
         arr = [_letterbox(im, hw) for p in images[i:i + batch] if (im := cv2.imread(str(p))) is not None]
         if arr:
             yield np.stack(arr).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
+def calibrate_split_batchnorm(layers: list[tuple[Any, Any, Any]], run: Callable[[], None]) -> int:
+    """Give each BatchNorm split back out of a folded conv the real statistics of its conv's
+    output (see the module doc), keeping the function: gamma sqrt(v + eps), beta m + bias.
+
+    `layers`: (conv, bn, folded bias tensor), every bn already the identity plus that bias, so
+    the network computes the exported function while `run()` feeds it calibration inputs.
+    Returns how many layers saw data (only those are changed)."""
+    import torch
+
+    sums: dict[int, list[Any]] = {}
+    hooks = []
+    for k, (conv, _bn, _bias) in enumerate(layers):
+        def hook(_m: Any, _inp: Any, y: Any, k: int = k) -> None:
+            y = y.detach().double()
+            dims = tuple(d for d in range(y.dim()) if d != 1)  # all but channels (2-D and 1-D convs)
+            s = sums.setdefault(k, [0.0, 0.0, 0])
+            s[0] = s[0] + y.sum(dim=dims)
+            s[1] = s[1] + (y * y).sum(dim=dims)
+            s[2] += y.numel() // y.shape[1]
+        hooks.append(conv.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for k, (s1, s2, n) in sums.items():
+            _conv, bn, bias = layers[k]
+            mean = s1 / n
+            var = (s2 / n - mean * mean).clamp_min(1e-6)
+            bn.running_mean.copy_(mean.float())
+            bn.running_var.copy_(var.float())
+            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
+            bn.bias.copy_((mean + bias.double()).float())
+    return len(sums)
 
 
 def checkpoint_from_onnx(onnx_path: Path, architecture: str, names: dict[int, str], images: list[Path],
@@ -120,37 +158,19 @@ def checkpoint_from_onnx(onnx_path: Path, architecture: str, names: dict[int, st
     hw_meta = meta.get("imgsz", "")
     hw = tuple(int(x) for x in hw_meta.strip("[]").split(",")) if hw_meta else (640, 640)
     # statistics of every BN input (= conv output without bias) over the calibration images
-    sums: dict[str, list[Any]] = {}
-    hooks = []
-    for owner in fused_bias:
-        conv = modules[f"{owner}.conv"]
-
-        def hook(_m: Any, _inp: Any, y: Any, owner: str = owner) -> None:
-            y = y.detach().double()
-            s = sums.setdefault(owner, [0.0, 0.0, 0])
-            s[0] = s[0] + y.sum(dim=(0, 2, 3))
-            s[1] = s[1] + (y * y).sum(dim=(0, 2, 3))
-            s[2] += y.numel() // y.shape[1]
-        hooks.append(conv.register_forward_hook(hook))
     first: np.ndarray | None = None
-    with torch.no_grad():
+
+    def run() -> None:
+        nonlocal first
         for x in _batches(images, (int(hw[0]), int(hw[1])), batch):
             first = x if first is None else first
             model(torch.from_numpy(x))
-    for h in hooks:
-        h.remove()
+
+    layers = [(modules[f"{owner}.conv"], modules[f"{owner}.bn"], torch.from_numpy(bias.copy()))
+              for owner, bias in fused_bias.items()]
+    n_calibrated = calibrate_split_batchnorm(layers, run)
     if first is None:
         raise ValueError("no readable calibration image")
-    with torch.no_grad():
-        for owner, (s1, s2, n) in sums.items():
-            bn = modules[f"{owner}.bn"]
-            mean = s1 / n
-            var = (s2 / n - mean * mean).clamp_min(1e-6)
-            fb = torch.from_numpy(fused_bias[owner].copy()).double()
-            bn.running_mean.copy_(mean.float())
-            bn.running_var.copy_(var.float())
-            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
-            bn.bias.copy_((mean + fb).float())
 
     # the rebuilt model must compute what the ONNX file computes
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -177,7 +197,7 @@ def checkpoint_from_onnx(onnx_path: Path, architecture: str, names: dict[int, st
                                   "epochs": meta.get("epochs"), "data_hash": meta.get("data_hash")}}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, str(out))
-    summary = {"onnx": str(onnx_path), "out": str(out), "tensors": len(loaded), "bn_calibrated": len(sums),
+    summary = {"onnx": str(onnx_path), "out": str(out), "tensors": len(loaded), "bn_calibrated": n_calibrated,
                "calibration_images": len(images), "max_score_diff_vs_onnx": diff}
     log.info("checkpoint from ONNX: %s", summary)
     return summary

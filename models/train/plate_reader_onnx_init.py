@@ -8,7 +8,7 @@ stores the LSTMs in ONNX layout. Both are undone here:
   mean m and variance v are the real per-channel statistics of the conv output on the
   given inputs, with gamma sqrt(v + eps) and beta m + bias (any m, v give the same eval-mode
   function; the real ones make the first training steps, on batch statistics, see the same
-  network too; the idea of models/train/onnx_init.py for the YOLO models);
+  network too; `onnx_init.calibrate_split_batchnorm`, shared with the YOLO models);
 - ONNX LSTM gates are ordered (i, o, f, c) and its bias is [W_b; R_b]; torch orders the
   gates (i, f, g, o) and keeps bias_ih / bias_hh apart.
 
@@ -76,6 +76,7 @@ def model_from_onnx(onnx_path: Path, inputs: np.ndarray, *, tolerance: float = 1
     import onnxruntime as ort
     import torch
 
+    from models.train.onnx_init import calibrate_split_batchnorm
     from models.train.plate_reader import ARCHS, NUM_CLASSES, build_model
 
     meta, convs, lstms, head_w, head_b = _graph_parts(onnx_path)
@@ -116,33 +117,16 @@ def model_from_onnx(onnx_path: Path, inputs: np.ndarray, *, tolerance: float = 1
         model.head.weight.copy_(torch.from_numpy(head_w.T.copy()))
         model.head.bias.copy_(torch.from_numpy(head_b.copy()))
 
-        # real statistics of each conv output (the network is already exact, so one pass sees them all)
-        stats: dict[int, list[Any]] = {}
-        hooks = []
-        for k, (conv, _bn) in enumerate(pairs):
-            def hook(_m: Any, _inp: Any, y: Any, k: int = k) -> None:
-                y = y.detach().double()
-                dims = (0, 2, 3) if y.dim() == 4 else (0, 2)
-                s = stats.setdefault(k, [0.0, 0.0, 0])
-                s[0] = s[0] + y.sum(dim=dims)
-                s[1] = s[1] + (y * y).sum(dim=dims)
-                s[2] += y.numel() // y.shape[1]
-            hooks.append(conv.register_forward_hook(hook))
-        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    # real statistics of each conv output (the network is already exact, so one pass sees them all)
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+
+    def run() -> None:
         for i in range(0, len(x), 128):
             model(x[i:i + 128])
-        for h in hooks:
-            h.remove()
-        for k, (_conv, bn) in enumerate(pairs):
-            s1, s2, n = stats[k]
-            mean = s1 / n
-            var = (s2 / n - mean * mean).clamp_min(1e-6)
-            beta = bn.bias.double().clone()
-            bn.running_mean.copy_(mean.float())
-            bn.running_var.copy_(var.float())
-            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
-            bn.bias.copy_((mean + beta).float())
 
+    calibrate_split_batchnorm([(conv, bn, torch.from_numpy(b.astype(np.float32)))
+                               for (conv, bn), (_w, b) in zip(pairs, convs, strict=True)], run)
+    with torch.no_grad():
         ours = torch.softmax(model(x), dim=-1).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {sess.get_inputs()[0].name: inputs.astype(np.float32)})[0]

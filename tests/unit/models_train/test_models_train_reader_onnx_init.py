@@ -79,7 +79,6 @@ def test_training_starts_from_the_onnx_weights(tmp_path: Path, monkeypatch: pyte
     before any step as the ONNX file), and a wrong --arch is refused by name."""
     _, path = _random_export(tmp_path, "base")
     seen: dict[str, object] = {}
-    real_build = plate_reader.build_model
 
     def spy_export(model: object, out: Path, **kw: object) -> Path:
         seen["model"] = model
@@ -92,7 +91,7 @@ def test_training_starts_from_the_onnx_weights(tmp_path: Path, monkeypatch: pyte
     plate_reader.train(tmp_path / "b", epochs=1, datasets_root=tmp_path / "none", synth_n=40, quick=True,
                        init=path, arch="base", lr=1e-12)
     model = seen["model"]
-    assert model is not None and plate_reader.build_model is real_build
+    assert model is not None
     import onnxruntime as ort
 
     x = _crops(6, 5)
