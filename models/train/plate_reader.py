@@ -344,6 +344,15 @@ def _manifest_hash(pools: list[tuple[_Pool, float]], out_dir: Path) -> str:
     return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
 
 
+def _check_transferable(init: Path, src: str, arch: str) -> None:
+    """An init checkpoint must have the layers of `arch`; only the input size may differ
+    (e.g. `wide` -> `wide48`: the same weights see each glyph at 1.5x the pixels)."""
+    a, b = ARCHS.get(src), ARCHS[arch]
+    if a is None or (a.widths, a.proj, a.lstm_hidden, a.lstm_layers) != (b.widths, b.proj, b.lstm_hidden,
+                                                                         b.lstm_layers):
+        raise ValueError(f"--init {init} holds arch {src!r}, not {arch!r} (nor one with the same layers)")
+
+
 def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | None, synth_n: int,
           quick: bool = False, synth_dir: Path | list[Path] | None = None, holdout_val: bool = False,
           threads: int = 1, steps_per_epoch: int | None = None, init: Path | None = None,
@@ -432,18 +441,19 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     model = build_model(arch=arch)
     size = ARCHS[arch].input_size
     if init is not None and Path(init).suffix == ".onnx":  # a released file: its weights, rebuilt
-        from models.train.plate_reader_onnx_init import model_from_onnx
+        from models.train.plate_reader_onnx_init import model_from_onnx, onnx_arch
 
-        calib = np.stack([preprocess_plate(p.images[i], size, p.two_row[i])
+        src_arch = onnx_arch(Path(init))
+        _check_transferable(init, src_arch, arch)
+        calib = np.stack([preprocess_plate(p.images[i], ARCHS[src_arch].input_size, p.two_row[i])
                           for p, _ in pools for i in range(min(len(p), 128))])
-        model, info = model_from_onnx(Path(init), calib)
-        if model.arch != arch:
-            raise ValueError(f"--init {init} holds arch {model.arch!r}, not {arch!r}")
-        log.info("initialised from %s (max prob diff vs the ONNX file %.1e)", init, info["max_prob_diff_vs_onnx"])
+        rebuilt, info = model_from_onnx(Path(init), calib)
+        model.load_state_dict(rebuilt.state_dict())
+        log.info("initialised from %s (%s; max prob diff vs the ONNX file %.1e)", init, src_arch,
+                 info["max_prob_diff_vs_onnx"])
     elif init is not None:
         init_state = torch.load(init, map_location="cpu", weights_only=False)
-        if init_state.get("arch", "base") != arch:
-            raise ValueError(f"--init {init} holds arch {init_state.get('arch', 'base')!r}, not {arch!r}")
+        _check_transferable(init, init_state.get("arch", "base"), arch)
         model.load_state_dict(init_state["model"])
         log.info("initialised from %s", init)
     total = epochs * steps

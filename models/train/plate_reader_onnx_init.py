@@ -66,6 +66,17 @@ def _graph_parts(onnx_path: Path) -> tuple[dict[str, str], list[tuple[np.ndarray
     return meta, convs, lstms, head_w, head_b
 
 
+def onnx_arch(onnx_path: Path) -> str:
+    """The `arch` metadata of a plate_reader export (1.x files without it are `base`)."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    meta = {p.key: p.value for p in m.metadata_props}
+    if meta.get("roadeye_model") != "plate_reader":
+        raise ValueError(f"{onnx_path} is not a plate_reader export (roadeye_model={meta.get('roadeye_model')!r})")
+    return meta.get("arch", "base")
+
+
 def model_from_onnx(onnx_path: Path, inputs: np.ndarray, *, tolerance: float = 1e-4) -> tuple[Any, dict[str, Any]]:
     """(torch CRNN in train mode, summary) rebuilt from `onnx_path`.
 

@@ -102,3 +102,34 @@ def test_training_starts_from_the_onnx_weights(tmp_path: Path, monkeypatch: pyte
     # lr 1e-12: the steps taken cannot move it; BatchNorm running statistics do move in train
     # mode, so compare loosely: an un-initialised net would be off by ~1
     assert float(np.abs(ours - ref).max()) < 0.05
+
+
+def test_a_wide_release_initialises_the_48px_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wide` -> `wide48` (same layers, 48x144 input): every weight of the release is carried
+    over, and the exported net runs at its own input size."""
+    original, path = _random_export(tmp_path, "wide")
+    seen: dict[str, object] = {}
+
+    def spy_export(model: object, out: Path, **kw: object) -> Path:
+        seen["model"] = model
+        return out
+
+    monkeypatch.setattr(plate_reader, "export_onnx", spy_export)
+    plate_reader.train(tmp_path / "w48", epochs=1, datasets_root=tmp_path / "none", synth_n=40, quick=True,
+                       init=path, arch="wide48", lr=1e-12)
+    model = seen["model"]
+    assert getattr(model, "arch", None) == "wide48" and getattr(model, "input_size", None) == (48, 144)
+    ours, theirs = model.state_dict(), original.state_dict()  # type: ignore[attr-defined]
+    # load_state_dict is strict: all layers came over; the recurrent and head weights are the originals
+    for key in ("rnn.weight_ih_l0", "rnn.weight_hh_l1_reverse", "rnn.bias_hh_l1", "head.weight", "head.bias"):
+        assert torch.allclose(ours[key], theirs[key], atol=1e-5), key
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 48, 144))  # type: ignore[operator]
+    assert tuple(out.shape) == (1, 36, plate_reader.NUM_CLASSES)
+
+
+def test_an_init_with_other_layers_is_refused(tmp_path: Path) -> None:
+    _, path = _random_export(tmp_path, "base")
+    with pytest.raises(ValueError, match="holds arch 'base', not 'wide48'"):
+        plate_reader.train(tmp_path / "x", epochs=1, datasets_root=tmp_path / "none", synth_n=40, quick=True,
+                           init=path, arch="wide48")
