@@ -34,6 +34,14 @@ def _gates_to_torch(w: np.ndarray, hidden: int) -> np.ndarray:
     return np.concatenate([blocks[k] for k in _ONNX_TO_TORCH_GATES], axis=0)
 
 
+def _reader_metadata(m: Any, onnx_path: Path) -> dict[str, str]:
+    """The metadata of a loaded ONNX model, refused unless it is a plate_reader export."""
+    meta = {p.key: p.value for p in m.metadata_props}
+    if meta.get("roadeye_model") != "plate_reader":
+        raise ValueError(f"{onnx_path} is not a plate_reader export (roadeye_model={meta.get('roadeye_model')!r})")
+    return meta
+
+
 def _graph_parts(onnx_path: Path) -> tuple[dict[str, str], list[tuple[np.ndarray, np.ndarray]],
                                            list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
     """(metadata, convs [(W, B)] in graph order, lstms [(W, R, B)] in graph order, head W, head b)."""
@@ -41,9 +49,7 @@ def _graph_parts(onnx_path: Path) -> tuple[dict[str, str], list[tuple[np.ndarray
     from onnx import numpy_helper
 
     m = onnx.load(str(onnx_path))
-    meta = {p.key: p.value for p in m.metadata_props}
-    if meta.get("roadeye_model") != "plate_reader":
-        raise ValueError(f"{onnx_path} is not a plate_reader export (roadeye_model={meta.get('roadeye_model')!r})")
+    meta = _reader_metadata(m, onnx_path)
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     consts = {o: numpy_helper.to_array(n.attribute[0].t) for n in m.graph.node if n.op_type == "Constant"
               for o in n.output if n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR}
@@ -70,11 +76,7 @@ def onnx_arch(onnx_path: Path) -> str:
     """The `arch` metadata of a plate_reader export (1.x files without it are `base`)."""
     import onnx
 
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in m.metadata_props}
-    if meta.get("roadeye_model") != "plate_reader":
-        raise ValueError(f"{onnx_path} is not a plate_reader export (roadeye_model={meta.get('roadeye_model')!r})")
-    return meta.get("arch", "base")
+    return _reader_metadata(onnx.load(str(onnx_path), load_external_data=False), onnx_path).get("arch", "base")
 
 
 def model_from_onnx(onnx_path: Path, inputs: np.ndarray, *, tolerance: float = 1e-4) -> tuple[Any, dict[str, Any]]:

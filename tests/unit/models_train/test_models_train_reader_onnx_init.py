@@ -74,10 +74,8 @@ def test_a_file_that_is_not_a_plate_reader_is_refused(tmp_path: Path) -> None:
         model_from_onnx(other, _crops(2))
 
 
-def test_training_starts_from_the_onnx_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`train(init=X.onnx)`: the first batch sees the released network (same predictions
-    before any step as the ONNX file), and a wrong --arch is refused by name."""
-    _, path = _random_export(tmp_path, "base")
+def _spy_on_export(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Replace the export at the end of `train` by one that keeps the trained model."""
     seen: dict[str, object] = {}
 
     def spy_export(model: object, out: Path, **kw: object) -> Path:
@@ -85,6 +83,14 @@ def test_training_starts_from_the_onnx_weights(tmp_path: Path, monkeypatch: pyte
         return out
 
     monkeypatch.setattr(plate_reader, "export_onnx", spy_export)
+    return seen
+
+
+def test_training_starts_from_the_onnx_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train(init=X.onnx)`: the first batch sees the released network (same predictions
+    before any step as the ONNX file), and a wrong --arch is refused by name."""
+    _, path = _random_export(tmp_path, "base")
+    seen = _spy_on_export(monkeypatch)
     with pytest.raises(ValueError, match="holds arch 'base', not 'wide'"):
         plate_reader.train(tmp_path / "w", epochs=1, datasets_root=tmp_path / "none", synth_n=40, quick=True,
                            init=path, arch="wide")
@@ -108,13 +114,7 @@ def test_a_wide_release_initialises_the_48px_net(tmp_path: Path, monkeypatch: py
     """`wide` -> `wide48` (same layers, 48x144 input): every weight of the release is carried
     over, and the exported net runs at its own input size."""
     original, path = _random_export(tmp_path, "wide")
-    seen: dict[str, object] = {}
-
-    def spy_export(model: object, out: Path, **kw: object) -> Path:
-        seen["model"] = model
-        return out
-
-    monkeypatch.setattr(plate_reader, "export_onnx", spy_export)
+    seen = _spy_on_export(monkeypatch)
     plate_reader.train(tmp_path / "w48", epochs=1, datasets_root=tmp_path / "none", synth_n=40, quick=True,
                        init=path, arch="wide48", lr=1e-12)
     model = seen["model"]
