@@ -85,12 +85,15 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
               help="plate_reader: keep the real 10% val part out of training and monitor it.")
 @click.option("--reschedule", is_flag=True,
               help="plate_reader: resume --out/last.pt even if made for another --epochs (LR follows the new length).")
+@click.option("--province-swap", type=click.FloatRange(0, 1), default=None,
+              help="plate_reader: chance that a real crop gets another province glyph painted in (default 0; "
+                   "the real crops are 96% 皖).")
 def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None, batch: int | None, data: Path | None,
           synth_n: int | None, seed: int | None, synth: bool, real: bool, datasets_dir: Path | None,
           hours: float | None, init: Path | None, resume: bool, quick: bool, install: bool | None,
           workers: int, device: str, out_dir: Path | None, synth_dirs: tuple[Path, ...], lr: float | None,
           real_share: float | None, stop_after: int | None, arch: str | None, holdout_val: bool,
-          reschedule: bool) -> None:
+          reschedule: bool, province_swap: float | None) -> None:
     """Train NAME (vehicles, plates, occupants, plate_reader) and export it to ONNX."""
     out_dir = (out_dir or REPO / "runs" / "models" / name).resolve()
     root = datasets_root(datasets_dir)
@@ -98,7 +101,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         onnx_path = _train_plate_reader(out_dir, root, epochs=epochs, seed=seed, synth_n=synth_n, quick=quick,
                                         synth_dirs=synth_dirs, init=init, lr=lr, real_share=real_share,
                                         stop_after=stop_after, arch=arch, holdout_val=holdout_val,
-                                        reschedule=reschedule)
+                                        reschedule=reschedule, province_swap=province_swap)
         if install if install is not None else not quick:
             dest = MODELS_DIR / "plate_reader.onnx"
             if Path(onnx_path).resolve() != dest.resolve():
@@ -109,7 +112,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
 
     only_reader = {"--synth-dir": bool(synth_dirs), "--real-share": real_share is not None,
                    "--stop-after": stop_after is not None, "--arch": arch is not None, "--holdout-val": holdout_val,
-                   "--reschedule": reschedule}
+                   "--reschedule": reschedule, "--province-swap": province_swap is not None}
     if used := [k for k, v in only_reader.items() if v]:
         raise click.UsageError(f"{', '.join(used)} only apply to plate_reader, not {name}")
     from models.train.yolo_train import TrainArgs, prepare_dataset, resolve_data_yaml, train_yolo
@@ -158,7 +161,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
 def _train_plate_reader(out_dir: Path, root: Path, *, epochs: int | None, seed: int | None, synth_n: int | None,
                         quick: bool, synth_dirs: tuple[Path, ...], init: Path | None, lr: float | None,
                         real_share: float | None, stop_after: int | None, arch: str | None,
-                        holdout_val: bool, reschedule: bool = False) -> Path:
+                        holdout_val: bool, reschedule: bool = False, province_swap: float | None = None) -> Path:
     """Run models.train.plate_reader.train with the dispatcher's options (the card's stage commands)."""
     from models.train import plate_reader
 
@@ -171,6 +174,8 @@ def _train_plate_reader(out_dir: Path, root: Path, *, epochs: int | None, seed: 
         kwargs["lr"] = lr
     if real_share is not None:
         kwargs["real_share"] = real_share
+    if province_swap is not None:
+        kwargs["province_swap"] = province_swap
     try:
         return plate_reader.train(
             out_dir, epochs=epochs or (1 if quick else 30), seed=seed or 0,

@@ -38,6 +38,7 @@ from edge.detectors.plate_reader import (
     plate_text_valid,
     preprocess_plate,
 )
+from models.synth.province_swap import swap_province
 from models.train.plate_reader_data import (
     REAL_CROPS,
     REAL_SPLIT,
@@ -253,16 +254,24 @@ def _render_synth(folder: Path, n: int, seed: int) -> Path:
 
 
 def _make_batch(pools: list[tuple[_Pool, float]], aug: dict[str, Augmenter], rng: np.random.Generator,
-                n: int, size: tuple[int, int] = INPUT_SIZE) -> tuple[np.ndarray, list[str]]:
+                n: int, size: tuple[int, int] = INPUT_SIZE,
+                province_swap: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """One batch drawn from the pools by weight; `province_swap` is the chance that a real
+    crop gets another province glyph painted in (models/synth/province_swap.py)."""
     weights = np.array([w for _, w in pools], np.float64)
     src = rng.choice(len(pools), size=n, p=weights / weights.sum())
     xs, texts = [], []
     for s in src:
         pool = pools[int(s)][0]
         i = int(rng.integers(len(pool)))
-        img = aug[pool.name](pool.images[i])
-        xs.append(preprocess_plate(img, size, pool.two_row[i]))
-        texts.append(pool.texts[i])
+        img, text = pool.images[i], pool.texts[i]
+        if province_swap > 0 and pool.name.startswith(REAL_CROPS) and not pool.two_row[i] \
+                and rng.random() < province_swap:
+            swapped = swap_province(img, text, rng)
+            if swapped is not None:
+                img, text = swapped
+        xs.append(preprocess_plate(aug[pool.name](img), size, pool.two_row[i]))
+        texts.append(text)
     return np.stack(xs), texts
 
 
@@ -357,7 +366,8 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
           quick: bool = False, synth_dir: Path | list[Path] | None = None, holdout_val: bool = False,
           threads: int = 1, steps_per_epoch: int | None = None, init: Path | None = None,
           lr: float = 2e-3, real_share: float = REAL_SHARE, stop_after: int | None = None,
-          arch: str = "base", export_every: int = 5, reschedule: bool = False) -> Path:
+          arch: str = "base", export_every: int = 5, reschedule: bool = False,
+          province_swap: float = 0.0) -> Path:
     """Train the CRNN on the trainable 70% of plates-cn-crops + rendered plates; export ONNX.
 
     Checkpoints every epoch to out_dir/last.pt and resumes from it when present (same
@@ -371,6 +381,8 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     writes plate_reader_eNNN.onnx every that many epochs (and at the end). `reschedule` resumes
     a run whose checkpoint was made for another `epochs` (e.g. to end a CPU-bound run sooner):
     weights, optimiser and RNG continue, the one-cycle LR follows the new length from here.
+    `province_swap` is the chance a real crop is drawn with another province glyph painted in
+    (the real crops are 96% 皖; models/synth/province_swap.py).
     Returns the path of the exported ONNX file (out_dir/plate_reader.onnx).
     """
     import torch
@@ -379,6 +391,8 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     if export_every < 1:
         raise ValueError(f"export_every must be >= 1, got {export_every}")
+    if not 0.0 <= province_swap <= 1.0:
+        raise ValueError(f"province_swap must be in [0, 1], got {province_swap}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
@@ -431,7 +445,8 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
     # resume key: what the run was configured with (a growing synthetic set keeps its key)
     real_lines = [line for p, _ in pools if p.name.startswith(REAL_CROPS) for line in p.manifest]
     run_key = hashlib.sha256("\n".join([*real_lines, str(synth_n), *(str(x.folder) for x in synths),
-                                         str(seed), *([] if arch == "base" else [arch])]).encode()
+                                         str(seed), *([] if arch == "base" else [arch]),
+                                         *([f"swap={province_swap}"] if province_swap else [])]).encode()
                              ).hexdigest()
 
     rng = np.random.default_rng(seed)
@@ -498,7 +513,7 @@ def train(out_dir: Path, *, epochs: int, seed: int = 0, datasets_root: Path | No
             reweight()
         losses = []
         for _ in range(steps):
-            x, texts = _make_batch(pools, aug, rng, batch, size)
+            x, texts = _make_batch(pools, aug, rng, batch, size, province_swap)
             targets = torch.tensor([i for t in texts for i in encode(t)], dtype=torch.long)
             tlen = torch.tensor([len(t) for t in texts], dtype=torch.long)
             logits = model(torch.from_numpy(x))
@@ -683,6 +698,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--reschedule", action="store_true",
                    help="resume last.pt even if it was made for another --epochs (LR follows the new length)")
     t.add_argument("--steps-per-epoch", type=int, default=None, help=f"default {STEPS_PER_EPOCH}")
+    t.add_argument("--province-swap", type=float, default=0.0,
+                   help="chance (0-1) that a real crop gets another province glyph painted in")
     e = sub.add_parser("eval", help="evaluate an ONNX file (onnxruntime), print JSON")
     e.add_argument("onnx", type=Path)
     e.add_argument("data", type=Path)
@@ -694,7 +711,7 @@ def main(argv: list[str] | None = None) -> None:
                   quick=a.quick, synth_dir=a.synth_dir, holdout_val=a.holdout_val, threads=a.threads,
                   steps_per_epoch=a.steps_per_epoch, init=a.init, lr=a.lr, real_share=a.real_share,
                   stop_after=a.stop_after, arch=a.arch, export_every=a.export_every,
-                  reschedule=a.reschedule)
+                  reschedule=a.reschedule, province_swap=a.province_swap)
         print(p)
     else:
         print(json.dumps(evaluate(a.onnx, a.data, part=a.part), ensure_ascii=False, indent=1))

@@ -36,12 +36,13 @@ def test_stage_options_reach_the_trainer(tmp_path: Path, monkeypatch: pytest.Mon
     res = CliRunner().invoke(train_cmd, [
         "plate_reader", "--out", str(tmp_path / "run"), "--epochs", "7", "--seed", "2", "--synth-dir", str(a),
         "--synth-dir", str(b), "--init", str(init), "--lr", "5e-4", "--real-share", "0.35", "--stop-after", "3",
-        "--arch", "wide", "--holdout-val", "--reschedule", "--no-install"])
+        "--arch", "wide", "--holdout-val", "--reschedule", "--province-swap", "0.4", "--no-install"])
     assert res.exit_code == 0, res.output
     assert seen["synth_dir"] == [a, b] and seen["synth_n"] == 0
     assert seen["init"] == init and seen["lr"] == 5e-4 and seen["real_share"] == 0.35
     assert seen["stop_after"] == 3 and seen["epochs"] == 7 and seen["seed"] == 2
     assert seen["arch"] == "wide" and seen["holdout_val"] is True and seen["reschedule"] is True
+    assert seen["province_swap"] == 0.4
 
 
 def test_defaults_keep_the_released_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +51,7 @@ def test_defaults_keep_the_released_recipe(tmp_path: Path, monkeypatch: pytest.M
     assert res.exit_code == 0, res.output
     assert seen["arch"] == "base" and seen["synth_dir"] is None and seen["synth_n"] == 20000
     assert seen["reschedule"] is False and seen["holdout_val"] is False
-    assert "lr" not in seen and "real_share" not in seen  # the trainer's own defaults apply
+    assert "lr" not in seen and "real_share" not in seen and "province_swap" not in seen  # trainer defaults
 
 
 @pytest.mark.parametrize("args, msg", [
@@ -58,6 +59,8 @@ def test_defaults_keep_the_released_recipe(tmp_path: Path, monkeypatch: pytest.M
     (["plates", "--arch", "wide"], "--arch only apply to plate_reader"),
     (["plate_reader", "--epochs", "4", "--stop-after", "5"], "--stop-after 5 exceeds --epochs 4"),
     (["plate_reader", "--arch", "huge"], "Invalid value for '--arch'"),
+    (["vehicles", "--province-swap", "0.5"], "--province-swap only apply to plate_reader"),
+    (["plate_reader", "--province-swap", "1.5"], "Invalid value for '--province-swap'"),
 ])
 def test_bad_combinations_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
                                     msg: str) -> None:
