@@ -3,9 +3,10 @@
 A frame counts only when the vehicle is inside the camera's capture zone (and outside every
 exclusion polygon), the driver was found with enough confidence and is tall enough in
 full-resolution pixels to judge. A violation is decided when at least k of n consecutive
-such frames agree; `no_seatbelt` additionally needs the strap-less frames to outnumber the
-frames in which a worn strap was clearly seen (an arm hiding the belt for two frames is not
-a violation). The driver is chosen in `edge.cascade` (image-right half of the windshield).
+such frames agree and, within them, the violating frames outnumber the frames in which
+compliance was clearly seen: an arm hiding the belt for two frames is not `no_seatbelt`, and
+three borderline phone scores among as many frames that clearly show no phone are not
+`phone_use`. The driver is chosen in `edge.cascade` (image-right half of the windshield).
 """
 
 from __future__ import annotations
@@ -98,9 +99,7 @@ def decide(observations: Sequence[Observation], violation: ViolationType,
         chunk = verdicts[start:start + window]
         pos = sum(1 for v, _ in chunk if v > 0)
         neg = sum(1 for v, _ in chunk if v < 0)
-        if pos < thr.k:
-            continue
-        if violation == ViolationType.NO_SEATBELT and pos <= neg:
+        if pos < thr.k or pos <= neg:
             continue
         if best is None or pos > best[0]:
             best = (pos, start)

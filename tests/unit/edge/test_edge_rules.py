@@ -50,6 +50,11 @@ CASES = [
     ("no driver found", NB, [{"driver_found": False}] * 5, DEFAULT, False, 0),
     ("phone in 3 of 5", PH, [PHONE, NO_PHONE, PHONE, NO_PHONE, PHONE], DEFAULT, True, 3),
     ("phone weak", PH, [{"phone": 0.4}] * 6, DEFAULT, False, 0),
+    # day_4k vehicle 9 on an AVX2 EPYC: three borderline phone scores among as many clear no-phone frames
+    ("no-phone frames as many as phone frames", PH, [PHONE, {"phone": 0.3}, NO_PHONE, PHONE, {"phone": 0.3},
+                                                     NO_PHONE, NO_PHONE, PHONE], DEFAULT, False, 0),
+    ("phone in 4 of 8 beside 3 clear no-phone frames", PH, [PHONE, NO_PHONE, PHONE, {"phone": 0.3}, PHONE,
+                                                           PHONE, NO_PHONE, NO_PHONE], DEFAULT, True, 4),
     ("phone with a lower per-camera threshold", PH, [{"phone": 0.4}] * 6,
      ViolationThreshold(min_confidence=0.35), True, 6),
     ("k=1 single frame", PH, [PHONE], ViolationThreshold(k=1, n=1), True, 1),
