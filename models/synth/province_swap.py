@@ -60,7 +60,7 @@ def locate_province(img: np.ndarray) -> tuple[int, int, int, int, np.ndarray] | 
     # the province glyph ends in the gap before the next character: the emptiest column there
     lo, hi = int(_PROV_X[1] * w * 0.85), int(_NEXT_X * w * 1.1) + 1
     cols = fg[y0:y1].sum(axis=0)
-    gap = lo + int(np.argmin(cols[lo:hi])) if hi > lo else int(_PROV_X[1] * w)
+    gap = lo + int(np.argmin(cols[lo:hi]))  # w >= 60 keeps hi > lo
     xs = np.nonzero(cols[:gap] > 0)[0]
     xs = xs[xs >= max(1, int(_PROV_X[0] * w * 0.3))]  # skip the left border line
     if len(xs) == 0:
@@ -80,18 +80,15 @@ def swap_province(img: np.ndarray, text: str, rng: np.random.Generator) -> tuple
         return None
     x0, y0, x1, y1, fg = found
     new = str(rng.choice([p for p in PROVINCES if p != text[0]]))
-    out = img.copy()
     # the ground under the old glyph: inpaint its ink (dilated to take the anti-aliased rim)
     pad = 1
     ya, yb, xa, xb = max(0, y0 - pad), min(img.shape[0], y1 + pad), max(0, x0 - pad), min(img.shape[1], x1 + pad)
     ink_box = np.zeros(img.shape[:2], np.uint8)
     ink_box[ya:yb, xa:xb] = np.where(fg[ya:yb, xa:xb], 255, 0)
-    out = cv2.inpaint(out, cv2.dilate(ink_box, np.ones((3, 3), np.uint8)), 3, cv2.INPAINT_TELEA)
+    out = cv2.inpaint(img, cv2.dilate(ink_box, np.ones((3, 3), np.uint8)), 3, cv2.INPAINT_TELEA)
     # the glyph colour: the brightest ink of the old glyph (its core, not the blurred rim)
-    region = img[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
-    mask = fg[y0:y1, x0:x1].reshape(-1)
-    ink_px = region[mask]
-    colour = np.percentile(ink_px, 60, axis=0) if len(ink_px) else np.full(3, 235.0, np.float32)
+    # (never empty: locate_province found the box from these ink columns)
+    colour = np.percentile(img[y0:y1, x0:x1][fg[y0:y1, x0:x1]].astype(np.float32), 60, axis=0)
     # the new glyph fills the old one's box (GA 36 provinces are all the same 45x90 box)
     gw = x1 - x0 + int(rng.integers(-1, 2))
     gh = y1 - y0 + int(rng.integers(-1, 1))
