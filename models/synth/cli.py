@@ -40,18 +40,26 @@ def render() -> None:
               help="plates: share of samples cut to a window 1.3-6 plate widths around one plate (close-ups).")
 @click.option("--wide-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="plates: share of samples with 0.25-1.45 vehicle sizes of street around the vehicle.")
+@click.option("--paste-backgrounds", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="plates: a datasets root; a share of samples are plates pasted onto its trainable real photos "
+                   "(vehicles-cctv 70%, occupants-seatbelt-incabin, videos/), real crops with --real-plates.")
+@click.option("--paste-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="plates: share of samples pasted onto real photos (with --paste-backgrounds).")
 def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float,
             phone_share: float | None, distractor_share: float, real_plates: Path | None, real_plate_share: float,
-            close_share: float, wide_share: float) -> None:
+            close_share: float, wide_share: float, paste_backgrounds: Path | None, paste_share: float) -> None:
     """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
     from models.synth.datasets import RenderOptions, write_dataset
+    from models.synth.plate_paste import PasteBackgrounds
     from models.synth.real_plates import RealPlates
 
     try:
         opts = RenderOptions(phone_share=phone_share, distractor_share=distractor_share, close_share=close_share,
                              wide_share=wide_share,
                              real_plates=RealPlates(str(real_plates.resolve()), real_plate_share)
-                             if real_plates is not None else None)
+                             if real_plates is not None else None,
+                             paste=PasteBackgrounds(str(paste_backgrounds.resolve()), paste_share)
+                             if paste_backgrounds is not None else None)
         opts.check(model)
     except ValueError as e:
         raise click.UsageError(str(e)) from e

@@ -27,6 +27,8 @@ import numpy as np
 import yaml
 
 from models.synth.cabin import CabinSpec
+from models.synth.plate_paste import PasteBackgrounds, paste_sample
+from models.synth.plate_paste import backgrounds as load_backgrounds
 from models.synth.plates import jpeg, write_plate_text_dataset
 from models.synth.real_plates import RealPlates
 from models.synth.real_plates import pick as pick_real_plate
@@ -213,7 +215,11 @@ def _occupant_labels(lab: ActorLabel) -> list[tuple[int, Box]]:
 
 def plates_sample(seed: int, i: int, *, site_every: int = 12, balance: Balance | None = None,
                   max_side: int = 1024, real: RealPlates | None = None, close_share: float = 0.0,
-                  wide_share: float = 0.0) -> Sample:
+                  wide_share: float = 0.0, paste: PasteBackgrounds | None = None) -> Sample:
+    """A vehicle crop with its plates; with `paste`, that share of samples are plates pasted onto a
+    real photo instead (models.synth.plate_paste), drawn from their own RNG stream."""
+    if paste is not None and np.random.default_rng([seed, i, 30]).random() < paste.share:
+        return paste_sample(seed, i, paste, real, max_side)
     return _target_sample(seed, i, "plates", site_every=site_every, balance=balance, max_side=max_side,
                           real=real, close_share=close_share, wide_share=wide_share)
 
@@ -313,6 +319,7 @@ class RenderOptions:
     real_plates: RealPlates | None = None  # plates: real crops pasted as blue plate textures
     close_share: float = 0.0               # plates: share of close windows around one plate
     wide_share: float = 0.0                # plates: share of wide windows (street around the vehicle)
+    paste: PasteBackgrounds | None = None  # plates: share of plates pasted onto real photos
     distractor_share: float = 0.0          # phone-free drivers with a hand at the face or a cup
 
     def __post_init__(self) -> None:
@@ -341,8 +348,11 @@ class RenderOptions:
                 kw["close_share"] = self.close_share
             if self.wide_share:
                 kw["wide_share"] = self.wide_share
-        elif self.real_plates is not None or self.close_share or self.wide_share:
-            raise ValueError(f"real plates, close and wide windows apply to the plates dataset only, not {model!r}")
+            if self.paste is not None:
+                kw["paste"] = self.paste
+        elif self.real_plates is not None or self.close_share or self.wide_share or self.paste is not None:
+            raise ValueError(f"real plates, close and wide windows and pasted photos apply to the plates dataset "
+                             f"only, not {model!r}")
         return kw
 
     def manifest(self) -> dict[str, object]:
@@ -358,6 +368,8 @@ class RenderOptions:
             out["close_share"] = self.close_share
         if self.wide_share:
             out["wide_share"] = self.wide_share
+        if self.paste is not None:
+            out["paste"] = {"root": Path(self.paste.root).name, "share": self.paste.share}
         return out
 
 
@@ -397,6 +409,8 @@ def write_dataset(model: str, out_dir: str | Path, n: int, seed: int, *, workers
     opts.check(model)  # before any work
     if opts.real_plates is not None:
         pool_real_plates(opts.real_plates)  # read (and check) once, before the workers fork
+    if opts.paste is not None:
+        load_backgrounds(opts.paste)
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     out = Path(out_dir).resolve()

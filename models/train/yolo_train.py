@@ -134,6 +134,21 @@ class TrainArgs:
     seed: int = 0
     cache: str | bool = "ram"
     lr0: float | None = None  # overrides the recipe's lr0 (e.g. a gentler restart of a continued run)
+    freeze_bn: bool = False  # BatchNorm statistics kept as loaded (eval mode) while the weights train
+
+
+def freeze_batchnorm(trainer: Any) -> None:
+    """on_train_batch_start callback: every BatchNorm back to eval mode (its running statistics fixed).
+
+    A model rebuilt from an ONNX export carries BatchNorm statistics re-estimated on a few images; in
+    train mode its batch statistics differ from them by up to 130% in the plates neck, and a continued
+    run fell from val mAP50 0.86 to 0.66 in two epochs. With the statistics fixed, training sees the
+    network it evaluates. ultralytics sets model.train() at every epoch start, so this runs per batch."""
+    import torch.nn as nn
+
+    for m in trainer.model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            m.eval()
 
 
 def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, args: TrainArgs, *,
@@ -154,7 +169,10 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
         if _finished(last):  # ultralytics would start a fresh default run instead of resuming
             log.warning("%s is a finished run: nothing to resume, exporting it", last)
         else:
-            YOLO(str(last)).train(resume=True)
+            model = YOLO(str(last))
+            if info["args"].get("freeze_bn"):
+                model.add_callback("on_train_batch_start", freeze_batchnorm)
+            model.train(resume=True)
     else:
         if prepared is None:
             raise ValueError("a prepared dataset is needed unless resuming")
@@ -192,6 +210,8 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
             # shove every bias of an already trained model by ~0.1 per step in the first iterations
             kwargs["warmup_bias_lr"] = 0.0
             kwargs.update(continued_optimizer(kwargs))
+        if args.freeze_bn:
+            model.add_callback("on_train_batch_start", freeze_batchnorm)
         model.train(**kwargs)
     if not last.is_file():
         raise RuntimeError(f"training finished without a checkpoint at {last}")

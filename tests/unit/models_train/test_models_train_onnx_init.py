@@ -71,3 +71,52 @@ def test_train_init_from_onnx_continues_its_weights(tmp_path: Path, monkeypatch:
     assert a.shape == b.shape
     cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
     assert cos > 0.9, f"training did not continue from the ONNX weights (cosine {cos:.3f})"
+
+
+def _bn_stats(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([torch.cat([m.running_mean.flatten(), m.running_var.flatten()])
+                      for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PLATES.is_file(), reason="models/plates.onnx not committed")
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_bn_keeps_the_rebuilt_statistics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                freeze: bool) -> None:
+    """--freeze-bn: the statistics re-estimated from the ONNX file survive training (without it, train
+    mode moves them towards the batch statistics); the weights themselves train either way."""
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolocfg"))
+    data = tiny_yolo_dataset(tmp_path / "tiny", ["plate"])
+    out = tmp_path / "run"
+    res = CliRunner().invoke(train, ["plates", "--quick", "--data", str(data), "--no-real", "--imgsz", "64",
+                                     "--init", str(PLATES), "--out", str(out), *(["--freeze-bn"] if freeze else [])],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    start = torch.load(str(out / "init_from_plates.pt"), map_location="cpu", weights_only=False)["model"]
+    end = torch.load(str(out / "run" / "weights" / "last.pt"), map_location="cpu", weights_only=False)["model"]
+    a, b = _bn_stats(start).float(), _bn_stats(end).float()
+    moved = float(((a - b).abs() / (a.abs() + 1e-2)).max())  # the checkpoint is saved in float16
+    if freeze:
+        assert moved < 2e-3
+    else:
+        assert moved > 2e-2
+    assert not torch.equal(_weights(start).float(), _weights(end).float())
+
+
+def test_freeze_batchnorm_sets_only_the_norm_layers_to_eval() -> None:
+    from types import SimpleNamespace
+
+    from models.train.yolo_train import freeze_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.SiLU())
+    net.train()
+    before = net[1].running_mean.clone()
+    freeze_batchnorm(SimpleNamespace(model=net))
+    assert net[0].training and not net[1].training
+    net(torch.randn(2, 3, 8, 8) + 5.0)
+    assert torch.equal(net[1].running_mean, before)
+
+
+def test_freeze_bn_is_refused_for_the_plate_reader() -> None:
+    res = CliRunner().invoke(train, ["plate_reader", "--quick", "--freeze-bn"])
+    assert res.exit_code == 2 and "--freeze-bn applies to the YOLO models" in res.output
