@@ -45,9 +45,12 @@ def render() -> None:
                    "(vehicles-cctv 70%, occupants-seatbelt-incabin, videos/), real crops with --real-plates.")
 @click.option("--paste-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="plates: share of samples pasted onto real photos (with --paste-backgrounds).")
+@click.option("--paste-foreign-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="plates: share of the pasted rendered (not real) plates drawn in EU / US style.")
 def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_fraction: float,
             phone_share: float | None, distractor_share: float, real_plates: Path | None, real_plate_share: float,
-            close_share: float, wide_share: float, paste_backgrounds: Path | None, paste_share: float) -> None:
+            close_share: float, wide_share: float, paste_backgrounds: Path | None, paste_share: float,
+            paste_foreign_share: float) -> None:
     """Write a YOLO dataset (images/, labels/, data.yaml, manifest.json) or the plate-text crops."""
     from models.synth.datasets import RenderOptions, write_dataset
     from models.synth.plate_paste import PasteBackgrounds
@@ -58,7 +61,7 @@ def dataset(model: str, out: Path | None, n: int, seed: int, workers: int, val_f
                              wide_share=wide_share,
                              real_plates=RealPlates(str(real_plates.resolve()), real_plate_share)
                              if real_plates is not None else None,
-                             paste=PasteBackgrounds(str(paste_backgrounds.resolve()), paste_share)
+                             paste=PasteBackgrounds(str(paste_backgrounds.resolve()), paste_share, paste_foreign_share)
                              if paste_backgrounds is not None else None)
         opts.check(model)
     except ValueError as e:

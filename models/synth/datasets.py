@@ -369,7 +369,8 @@ class RenderOptions:
         if self.wide_share:
             out["wide_share"] = self.wide_share
         if self.paste is not None:
-            out["paste"] = {"root": Path(self.paste.root).name, "share": self.paste.share}
+            out["paste"] = {"root": Path(self.paste.root).name, "share": self.paste.share,
+                            **({"foreign_share": self.paste.foreign_share} if self.paste.foreign_share else {})}
         return out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.synth.foreign_plates import render_foreign_plate
 from models.synth.plates import KIND_WEIGHTS, jpeg, motion_blur, random_plate_text, render_plate_rgba
 from models.synth.real_plates import RealPlates
 from models.synth.real_plates import pick as pick_real_plate
@@ -43,10 +44,13 @@ class PasteBackgrounds:
 
     root: str
     share: float = 0.3
+    foreign_share: float = 0.0  # of the pasted plates that are not real crops: EU / US style ones
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.share <= 1.0:
             raise ValueError(f"paste share must be within 0..1, got {self.share}")
+        if not 0.0 <= self.foreign_share <= 1.0:
+            raise ValueError(f"foreign plate share must be within 0..1, got {self.foreign_share}")
 
 
 def background_sources(root: Path) -> list[Path]:
@@ -107,12 +111,16 @@ def backgrounds(spec: PasteBackgrounds) -> list[np.ndarray]:
     return _CACHE[spec.root]
 
 
-def _plate_texture(rng: np.random.Generator, real: RealPlates | None) -> tuple[np.ndarray, np.ndarray]:
-    """(BGR, alpha) of one plate: a real crop when `real` is given (its share), else a rendered one."""
+def _plate_texture(rng: np.random.Generator, real: RealPlates | None,
+                   foreign_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(BGR, alpha) of one plate: a real crop when `real` is given (its share), else a rendered one
+    (EU / US style for `foreign_share` of them, else Chinese)."""
     if real is not None:
         got = pick_real_plate(real, rng)
         if got is not None:
             return got[1], got[2]
+    if foreign_share and rng.random() < foreign_share:  # no draw at 0: earlier seeds render the same
+        return render_foreign_plate(rng, height_px=int(rng.integers(28, 80)))
     kinds = list(KIND_WEIGHTS)
     kind = str(rng.choice(kinds, p=np.array([KIND_WEIGHTS[k] for k in kinds]) / sum(KIND_WEIGHTS.values())))
     text, kind = random_plate_text(rng, kind)
@@ -195,7 +203,7 @@ def paste_sample(seed: int, i: int, spec: PasteBackgrounds, real: RealPlates | N
     n = int(rng.choice([0, 1, 2, 3], p=[0.1, 0.7, 0.15, 0.05]))
     boxes: list[Box] = []
     for _ in range(n):
-        bgr, alpha = _plate_texture(rng, real)
+        bgr, alpha = _plate_texture(rng, real, spec.foreign_share)
         box = _paste_one(rng, img, bgr, alpha, boxes)
         if box is not None:
             boxes.append(box)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from models.synth.cli import render
 from models.synth.datasets import RenderOptions, plates_sample, write_dataset
+from models.synth.foreign_plates import render_foreign_plate
 from models.synth.plate_paste import PasteBackgrounds, background_sources, backgrounds, paste_sample
 from models.synth.real_plates import RealPlates
 from models.train.data import holdout_of
@@ -112,3 +113,42 @@ def test_bad_paste_options_name_what_is_wrong(tmp_path: Path) -> None:
     r = CliRunner().invoke(render, ["dataset", "--model", "vehicles", "--n", "1", "--out", str(tmp_path / "v"),
                                     "--paste-backgrounds", str(_root(tmp_path))])
     assert r.exit_code == 2 and "plates dataset only" in r.output
+
+
+@pytest.mark.parametrize(("style", "aspect"), [("eu", 520 / 110), ("us", 305 / 152)])
+def test_foreign_plates_have_their_proportions_and_dark_ink(style: str, aspect: float) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        bgr, alpha = render_foreign_plate(rng, style, height_px=60)
+        h, w = bgr.shape[:2]
+        assert h == 60 and w / h == pytest.approx(aspect, rel=0.03)
+        assert alpha.shape == (h, w) and alpha[0, 0] < 0.5 and alpha[h // 2, w // 2] == 1.0
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        assert (grey < 60).mean() > 0.08, "a dark serial"
+        assert np.median(grey) > 120, "on a light sheet"
+    with pytest.raises(ValueError, match="plate style"):
+        render_foreign_plate(rng, "jp")
+
+
+def _blue_boxes(img: np.ndarray, labels: list[tuple[int, tuple[float, float, float, float]]]) -> int:
+    n = 0
+    for _, (x0, y0, x1, y1) in labels:
+        roi = img[round(y0):round(y1), round(x0):round(x1)].astype(np.float32)
+        n += float((roi[..., 0] - roi[..., 2]).mean()) > 40
+    return n
+
+
+def test_foreign_share_swaps_chinese_renders_for_eu_and_us_plates(tmp_path: Path) -> None:
+    root = str(_root(tmp_path))
+    plain, foreign, total = 0, 0, 0
+    for i in range(12):
+        a, la = paste_sample(8, i, PasteBackgrounds(root, 1.0), None)
+        b, lb = paste_sample(8, i, PasteBackgrounds(root, 1.0, foreign_share=0.0), None)
+        assert la == lb and np.array_equal(a, b)  # share 0 draws nothing: earlier renders stay the same
+        c, lc = paste_sample(8, i, PasteBackgrounds(root, 1.0, foreign_share=1.0), None)
+        plain += _blue_boxes(a, la)
+        foreign += _blue_boxes(c, lc)
+        total += len(lc)
+    assert plain >= 3 and foreign == 0 and total >= 8
+    with pytest.raises(ValueError, match="foreign plate share"):
+        PasteBackgrounds(root, foreign_share=2.0)
