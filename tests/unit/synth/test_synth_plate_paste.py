@@ -37,7 +37,7 @@ def _root(tmp: Path) -> Path:
     _photo(root / "plates-cn-scenes" / "scene.png")  # eval only: must never be a background
     vid = root / "videos" / "clip.mp4"
     vid.parent.mkdir(parents=True)
-    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 96))
+    w = cv2.VideoWriter(str(vid), cv2.VideoWriter.fourcc(*"mp4v"), 10, (160, 96))
     for _ in range(25):
         w.write(np.full((96, 160, 3), GREY, np.uint8))
     w.release()
