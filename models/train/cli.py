@@ -62,6 +62,9 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
 @click.option("--freeze-bn", is_flag=True,
               help="YOLO models: keep the BatchNorm statistics as loaded while training (for --init from an "
                    ".onnx export, whose re-estimated statistics train mode would replace).")
+@click.option("--square", is_flag=True,
+              help="YOLO models: square letterboxed, shuffled batches (the recipes' rect batches are never "
+                   "shuffled by ultralytics: images come in aspect-ratio order).")
 @click.option("--resume", is_flag=True, help="Resume the interrupted run in --out.")
 @click.option("--quick", is_flag=True, help="Pipeline check: 1 epoch, tiny data, not installed into models/.")
 @click.option("--install/--no-install", default=None,
@@ -93,15 +96,16 @@ def _render(name: str, n: int, seed: int, out: Path) -> Path:
                    "the real crops are 96% 皖).")
 def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None, batch: int | None, data: Path | None,
           synth_n: int | None, seed: int | None, synth: bool, real: bool, datasets_dir: Path | None,
-          hours: float | None, init: Path | None, freeze_bn: bool, resume: bool, quick: bool, install: bool | None,
+          hours: float | None, init: Path | None, freeze_bn: bool, square: bool, resume: bool, quick: bool,
+          install: bool | None,
           workers: int, device: str, out_dir: Path | None, synth_dirs: tuple[Path, ...], lr: float | None,
           real_share: float | None, stop_after: int | None, arch: str | None, holdout_val: bool,
           reschedule: bool, province_swap: float | None) -> None:
     """Train NAME (vehicles, plates, occupants, plate_reader) and export it to ONNX."""
     out_dir = (out_dir or REPO / "runs" / "models" / name).resolve()
     root = datasets_root(datasets_dir)
-    if freeze_bn and name == "plate_reader":
-        raise click.UsageError("--freeze-bn applies to the YOLO models, not plate_reader")
+    if (freeze_bn or square) and name == "plate_reader":
+        raise click.UsageError("--freeze-bn and --square apply to the YOLO models, not plate_reader")
     if name == "plate_reader":
         onnx_path = _train_plate_reader(out_dir, root, epochs=epochs, seed=seed, synth_n=synth_n, quick=quick,
                                         synth_dirs=synth_dirs, init=init, lr=lr, real_share=real_share,
@@ -140,6 +144,7 @@ def train(name: str, epochs: int | None, imgsz: int | None, input_hw: str | None
         batch=batch or (4 if quick else recipe.batch), input_hw=hw,
         workers=workers, hours=hours, init=str(init) if init else None, device=device,
         seed=seed if seed is not None else 0, cache=False if quick else "ram", lr0=lr, freeze_bn=freeze_bn,
+        square=square,
     )
     prepared = None
     if not resume:

@@ -135,6 +135,7 @@ class TrainArgs:
     cache: str | bool = "ram"
     lr0: float | None = None  # overrides the recipe's lr0 (e.g. a gentler restart of a continued run)
     freeze_bn: bool = False  # BatchNorm statistics kept as loaded (eval mode) while the weights train
+    square: bool = False  # square letterboxed, shuffled batches instead of the recipe's rect (unshuffled) ones
 
 
 def freeze_batchnorm(trainer: Any) -> None:
@@ -203,6 +204,10 @@ def train_yolo(recipe: Recipe, out_dir: Path, prepared: PreparedData | None, arg
         if args.hours:
             kwargs["time"] = args.hours
         kwargs.update(recipe.augment)
+        if args.square:
+            # ultralytics never shuffles rect batches: they come in aspect-ratio order every epoch, so a
+            # mix of sources arrives source by source (a continued plates run lost every detection so)
+            kwargs["rect"] = False
         if args.lr0 is not None:
             kwargs["lr0"] = args.lr0
         if args.init:

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("ultralytics")
 import torch
+import yaml
 from click.testing import CliRunner
 
 from models.train.cli import train
@@ -89,7 +90,8 @@ def test_freeze_bn_keeps_the_rebuilt_statistics(tmp_path: Path, monkeypatch: pyt
     data = tiny_yolo_dataset(tmp_path / "tiny", ["plate"])
     out = tmp_path / "run"
     res = CliRunner().invoke(train, ["plates", "--quick", "--data", str(data), "--no-real", "--imgsz", "64",
-                                     "--init", str(PLATES), "--out", str(out), *(["--freeze-bn"] if freeze else [])],
+                                     "--init", str(PLATES), "--out", str(out),
+                                     *(["--freeze-bn", "--square"] if freeze else [])],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     start = torch.load(str(out / "init_from_plates.pt"), map_location="cpu", weights_only=False)["model"]
@@ -101,6 +103,8 @@ def test_freeze_bn_keeps_the_rebuilt_statistics(tmp_path: Path, monkeypatch: pyt
     else:
         assert moved > 2e-2
     assert not torch.equal(_weights(start).float(), _weights(end).float())
+    # --square: shuffled square batches instead of the recipe's rect ones
+    assert yaml.safe_load((out / "run" / "args.yaml").read_text())["rect"] is (not freeze)
 
 
 def test_freeze_batchnorm_sets_only_the_norm_layers_to_eval() -> None:
@@ -119,4 +123,4 @@ def test_freeze_batchnorm_sets_only_the_norm_layers_to_eval() -> None:
 
 def test_freeze_bn_is_refused_for_the_plate_reader() -> None:
     res = CliRunner().invoke(train, ["plate_reader", "--quick", "--freeze-bn"])
-    assert res.exit_code == 2 and "--freeze-bn applies to the YOLO models" in res.output
+    assert res.exit_code == 2 and "--freeze-bn and --square apply to the YOLO models" in res.output
