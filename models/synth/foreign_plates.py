@@ -33,7 +33,7 @@ def _text(canvas: np.ndarray, text: str, x0: float, y0: float, w: float, h: floa
     total = sum(widths) + gap * (len(text) - 1)
     k = min(1.0, w / max(total, 1e-6))  # shrink a long serial to fit the sheet
     x = x0 + (w - total * k) / 2
-    gh = max(2, round(h * (1.0 if k == 1.0 else max(k, 0.75))))
+    gh = max(2, round(h * max(k, 0.75)))  # a squeezed serial keeps most of its height
     for m, cw in zip(masks, widths, strict=True):
         cw_i = max(1, round(cw * k))
         if m is not None:
@@ -80,8 +80,7 @@ def render_foreign_plate(rng: np.random.Generator, style: str | None = None,
         pattern = str(rng.choice(["DLLLDDD", "LLL DDDD", "DLL DDDD", "LLDDLLL", "DDD LLL"]))
         _text(canvas, _serial(rng, pattern), 14 * s, 40 * s, W - 28 * s, 72 * s, ink, 0.55)
         if rng.random() < 0.5:
-            _text(canvas, _serial(rng, "LLLLLLLL"), 60 * s, 124 * s, W - 120 * s, 14 * s,
-                  state_ink, 0.8)
+            _text(canvas, _serial(rng, "LLLLLLLL"), 60 * s, 124 * s, W - 120 * s, 14 * s, state_ink, 0.8)
     border = np.zeros((H, W), np.uint8)
     cv2.rectangle(border, (1, 1), (W - 2, H - 2), 255, max(1, round(1.5 * s)), cv2.LINE_AA)
     edge = border.astype(np.float32)[..., None] / 255.0

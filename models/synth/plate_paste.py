@@ -23,19 +23,18 @@ import cv2
 import numpy as np
 
 from models.synth.foreign_plates import render_foreign_plate
-from models.synth.plates import KIND_WEIGHTS, jpeg, motion_blur, random_plate_text, render_plate_rgba
+from models.synth.plates import jpeg, motion_blur, random_plate_text, render_plate_rgba
 from models.synth.real_plates import RealPlates
 from models.synth.real_plates import pick as pick_real_plate
 
 Box = tuple[float, float, float, float]
+CCTV_HOLDOUT = 0.3  # models/configs/vehicles.yaml: the held-back share of vehicles-cctv
+VIDEO_EVERY = 12
+MAX_BG_SIDE = 1024
 
 
 def _pts(v: object) -> np.ndarray:
     return np.array(v, np.float32)
-
-CCTV_HOLDOUT = 0.3  # models/configs/vehicles.yaml: the held-back share of vehicles-cctv
-VIDEO_EVERY = 12
-MAX_BG_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -121,9 +120,7 @@ def _plate_texture(rng: np.random.Generator, real: RealPlates | None,
             return got[1], got[2]
     if foreign_share and rng.random() < foreign_share:  # no draw at 0: earlier seeds render the same
         return render_foreign_plate(rng, height_px=int(rng.integers(28, 80)))
-    kinds = list(KIND_WEIGHTS)
-    kind = str(rng.choice(kinds, p=np.array([KIND_WEIGHTS[k] for k in kinds]) / sum(KIND_WEIGHTS.values())))
-    text, kind = random_plate_text(rng, kind)
+    text, kind = random_plate_text(rng)  # kind drawn by KIND_WEIGHTS
     bgr, a = render_plate_rgba(text, kind, rng, height_px=int(rng.integers(28, 80)))
     # Wear and dirt: the rendered sheeting is cleaner than any plate on the road.
     bgr = np.clip(bgr.astype(np.float32) * rng.uniform(0.7, 1.05) + rng.normal(0, 6, bgr.shape), 0, 255)
@@ -177,8 +174,8 @@ def _paste_one(rng: np.random.Generator, img: np.ndarray, bgr: np.ndarray, alpha
         return None
     m = cv2.getPerspectiveTransform(src_plate, dst)
     if pad:
-        frame_src = _pts([[-pad * th_, -pad * th_], [tw_ + pad * th_, -pad * th_],
-                                [tw_ + pad * th_, th_ + pad * th_], [-pad * th_, th_ + pad * th_]])
+        e = pad * th_
+        frame_src = _pts([[-e, -e], [tw_ + e, -e], [tw_ + e, th_ + e], [-e, th_ + e]])
         quad = cv2.perspectiveTransform(frame_src[None], m)[0]
         colour = float(rng.choice([rng.uniform(10, 70), rng.uniform(140, 210)]))
         cv2.fillConvexPoly(img, quad.round().astype(np.int32), (colour, colour, colour), cv2.LINE_AA)
