@@ -43,6 +43,9 @@ DEFAULT_PROVIDERS: tuple[str, ...] = (
 )
 PAD_VALUE = 114  # ultralytics' letterbox grey, so training and runtime see the same borders
 MAX_DET = 300
+#: same-class end-to-end rows overlapping a better one this much are one object: the one-to-one
+#: head's rare second boxes overlap 0.8-0.98 (11 pairs on 200 plate renders after a fine-tune)
+E2E_DUPLICATE_IOU = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,22 +91,33 @@ def _empty() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDAr
 
 
 def decode_end2end(
-    out: np.ndarray, conf: float, max_det: int = MAX_DET
+    out: np.ndarray, conf: float, max_det: int = MAX_DET, duplicate_iou: float | None = E2E_DUPLICATE_IOU
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Decode one image of an NMS-free output `[K, 6+]` (x1, y1, x2, y2, score, class).
 
-    Rows are already de-duplicated by the model; only thresholding is left. Returns
-    (xyxy, score, class_id) in model-input pixels, sorted by descending score.
+    The one-to-one head mostly de-duplicates by itself, but not always: a row of the same
+    class overlapping a better row at `duplicate_iou` or more is dropped (None keeps all).
+    Returns (xyxy, score, class_id) in model-input pixels, sorted by descending score.
     """
     out = np.asarray(out, np.float32)
     if out.ndim != 2 or out.shape[1] < 6:
         raise ValueError(f"end-to-end output must be (K, >=6), got {out.shape}")
     keep = out[:, 4] >= conf
     rows = out[keep]
-    rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_det]
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")]
     if not len(rows):
         return _empty()
-    return rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].round().astype(np.int64)
+    cls = rows[:, 5].round().astype(np.int64)
+    if duplicate_iou is not None and len(rows) > 1:
+        xywh = rows[:, :4].copy()
+        xywh[:, 2:] -= xywh[:, :2]
+        picked = [idx[np.asarray(cv2.dnn.NMSBoxes(xywh[idx].tolist(), rows[idx, 4].tolist(), 0.0,
+                                                  float(duplicate_iou)), np.int64).reshape(-1)]
+                  for idx in (np.flatnonzero(cls == c) for c in np.unique(cls))]
+        order = np.sort(np.concatenate(picked))  # rows are score-sorted: index order is score order
+        rows, cls = rows[order], cls[order]
+    rows, cls = rows[:max_det], cls[:max_det]
+    return rows[:, :4].copy(), rows[:, 4].copy(), cls
 
 
 def decode_raw(

@@ -105,6 +105,22 @@ def test_decode_end2end_thresholds_and_sorts() -> None:
         decode_end2end(np.zeros((10, 5)), 0.25)
 
 
+@pytest.mark.parametrize(("dup_iou", "expected"), [
+    (0.7, [0.9, 0.6, 0.5]),        # the 0.8 row is a second box on the 0.9 one (IoU 0.95): dropped
+    (None, [0.9, 0.8, 0.6, 0.5]),  # switched off: every row kept
+])
+def test_decode_end2end_drops_same_class_duplicates(dup_iou: float | None, expected: list[float]) -> None:
+    out = np.array([
+        [0, 0, 100, 50, 0.9, 0],
+        [5, 0, 100, 50, 0.8, 0],    # same class, IoU 0.95 with the first
+        [2, 0, 100, 50, 0.6, 1],    # other class on the same box: a different detection
+        [60, 0, 160, 50, 0.5, 0],   # same class, IoU 0.25: a neighbour
+    ], np.float32)
+    _, score, cls = decode_end2end(out, conf=0.25, duplicate_iou=dup_iou)
+    np.testing.assert_allclose(score, expected)
+    assert cls.tolist() == ([0, 1, 0] if dup_iou else [0, 0, 1, 0])
+
+
 def test_decode_raw_nms_is_per_class() -> None:
     pred = np.array([
         [50, 50, 20, 10, 0.9, 0.0],
