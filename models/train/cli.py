@@ -245,7 +245,9 @@ def info(models_dir: Path, as_json: bool) -> None:
               help="Float ONNX file (default: models/NAME.onnx).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output (default: NAME.int8.onnx beside the float file).")
-def quantize(name: str, calib: Path, n: int, model_path: Path | None, out: Path | None) -> None:
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="Activation-range calibration (histogram methods clip rare outliers).")
+def quantize(name: str, calib: Path, n: int, model_path: Path | None, out: Path | None, method: str) -> None:
     """Write an INT8 QDQ copy of detector NAME, calibrated on --calib; prints JSON.
 
     Measure it before use: `roadeye models eval NAME --model models/NAME.int8.onnx --data ...`."""
@@ -255,7 +257,7 @@ def quantize(name: str, calib: Path, n: int, model_path: Path | None, out: Path 
     if not src.is_file():
         raise click.BadParameter(f"{src} does not exist", param_hint="--model")
     try:
-        summary = quantize_detector(src, out or int8_path(src), calibration_images(calib, n))
+        summary = quantize_detector(src, out or int8_path(src), calibration_images(calib, n), method)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2))
