@@ -84,6 +84,9 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # a receipt's outbox delete and its counters change together: wait_drained must not see an empty
+        # outbox before `receipted` counts the rows it lost
+        self._receipt_lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         # mid -> (reason code, when): PUBACKs that raced ahead of our bookkeeping, or acks of
         # status / heartbeat messages; pruned after a minute (mids only wrap after 65535)
@@ -131,11 +134,13 @@ class MqttPublisher:
     def wait_drained(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.outbox.depth()[0] == 0:
-                return True
+            with self._receipt_lock:
+                if self.outbox.depth()[0] == 0:
+                    return True
             self._wake.set()
             time.sleep(0.05)
-        return self.outbox.depth()[0] == 0
+        with self._receipt_lock:
+            return self.outbox.depth()[0] == 0
 
     # -- paho callbacks (network thread) ------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -187,16 +192,17 @@ class MqttPublisher:
             self.bad_receipts += 1
             log.error("ignoring a malformed storage receipt on %s: %s", msg.topic, exc)
             return
-        try:
-            n = self.outbox.forget([item.event_id for item in receipt.items])
-        except Exception as exc:  # disk trouble: the rows stay and are resent later; harmless
-            log.error("could not forget receipted events (%s); they will be resent", exc)
-            return
+        with self._receipt_lock:
+            try:
+                n = self.outbox.forget([item.event_id for item in receipt.items])
+            except Exception as exc:  # disk trouble: the rows stay and are resent later; harmless
+                log.error("could not forget receipted events (%s); they will be resent", exc)
+                return
+            self.receipted += n
         for item in receipt.items:
             if item.status == ReceiptStatus.DEAD_LETTER:
                 log.error("collector %s refused event %s (dead letter); see the server's dead-letter table",
                           receipt.collector_id, item.event_id)
-        self.receipted += n
         if self.metrics:
             self.metrics.receipted.inc(n)
         self._update_depth()
