@@ -90,6 +90,16 @@ def _empty() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDAr
     return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
 
 
+def _nms_per_class(xywh: np.ndarray, score: np.ndarray, cls: np.ndarray, conf: float,
+                   iou: float) -> npt.NDArray[np.int64]:
+    """Indices kept by greedy NMS run per class (boxes as x, y, w, h), best score first."""
+    picked = [idx[np.asarray(cv2.dnn.NMSBoxes(xywh[idx].tolist(), score[idx].tolist(), float(conf), float(iou)),
+                             np.int64).reshape(-1)]
+              for idx in (np.flatnonzero(cls == c) for c in np.unique(cls))]
+    order = np.concatenate(picked)
+    return order[np.argsort(-score[order], kind="stable")]
+
+
 def decode_end2end(
     out: np.ndarray, conf: float, max_det: int = MAX_DET, duplicate_iou: float | None = E2E_DUPLICATE_IOU
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -111,10 +121,7 @@ def decode_end2end(
     if duplicate_iou is not None and len(rows) > 1:
         xywh = rows[:, :4].copy()
         xywh[:, 2:] -= xywh[:, :2]
-        picked = [idx[np.asarray(cv2.dnn.NMSBoxes(xywh[idx].tolist(), rows[idx, 4].tolist(), 0.0,
-                                                  float(duplicate_iou)), np.int64).reshape(-1)]
-                  for idx in (np.flatnonzero(cls == c) for c in np.unique(cls))]
-        order = np.sort(np.concatenate(picked))  # rows are score-sorted: index order is score order
+        order = _nms_per_class(xywh, rows[:, 4], cls, 0.0, duplicate_iou)
         rows, cls = rows[order], cls[order]
     rows, cls = rows[:max_det], cls[:max_det]
     return rows[:, :4].copy(), rows[:, 4].copy(), cls
@@ -142,13 +149,7 @@ def decode_raw(
     xywh = boxes.copy()
     xywh[:, 0] -= boxes[:, 2] / 2
     xywh[:, 1] -= boxes[:, 3] / 2
-    picked: list[np.ndarray] = []
-    for c in np.unique(cls):
-        idx = np.flatnonzero(cls == c)
-        sel = cv2.dnn.NMSBoxes(xywh[idx].tolist(), score[idx].tolist(), float(conf), float(iou))
-        picked.append(idx[np.asarray(sel, dtype=np.int64).reshape(-1)])
-    order = np.concatenate(picked)
-    order = order[np.argsort(-score[order], kind="stable")][:max_det]
+    order = _nms_per_class(xywh, score, cls, conf, iou)[:max_det]
     xyxy = np.concatenate([xywh[order, :2], xywh[order, :2] + xywh[order, 2:]], axis=1)
     return xyxy.astype(np.float32), score[order].astype(np.float32), cls[order].astype(np.int64)
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from models.train.common import ALL_MODELS, MODELS_DIR, REPO, YOLO_MODELS, datasets_root, load_recipe
+from models.train.quantize import CALIBRATION_METHODS
 
 
 def _render(name: str, n: int, seed: int, out: Path) -> Path:
@@ -245,7 +246,7 @@ def info(models_dir: Path, as_json: bool) -> None:
               help="Float ONNX file (default: models/NAME.onnx).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output (default: NAME.int8.onnx beside the float file).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+@click.option("--method", type=click.Choice(list(CALIBRATION_METHODS)), default="minmax",
               show_default=True, help="Activation-range calibration (histogram methods clip rare outliers).")
 def quantize(name: str, calib: Path, n: int, model_path: Path | None, out: Path | None, method: str) -> None:
     """Write an INT8 QDQ copy of detector NAME, calibrated on --calib; prints JSON.

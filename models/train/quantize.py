@@ -59,7 +59,8 @@ def calibration_images(folder: Path, n: int) -> list[Path]:
 
 #: activation-range calibration: min-max (the default, as every committed twin) or a
 #: histogram method, which clips rare outlier activations instead of spending the 256 levels on them
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+#: (our name -> onnxruntime CalibrationMethod member)
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def quantize_detector(src: Path, dest: Path, images: list[Path], method: str = "minmax") -> dict[str, Any]:
@@ -77,9 +78,8 @@ def quantize_detector(src: Path, dest: Path, images: list[Path], method: str = "
     from edge.detectors.yolo import letterbox
 
     if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
-    calib_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                    "entropy": CalibrationMethod.Entropy}[method]
+        raise ValueError(f"calibration method must be one of {list(CALIBRATION_METHODS)}, got {method!r}")
+    calib_method = CalibrationMethod[CALIBRATION_METHODS[method]]
     meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
     if "imgsz" not in meta:
         raise ValueError(f"{src}: no imgsz metadata (not one of our exports?)")
