@@ -62,6 +62,33 @@ class CameraConfig(_Strict):
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Cap of the exponential reconnect backoff.")
 
 
+Precision = Literal["auto", "fp32", "int8"]
+
+
+class PrecisionConfig(_Strict):
+    """Which weights of each detector to load: the float file or its INT8 twin.
+
+    int8: the quantized <name>.int8.onnx beside the detector file (`roadeye models quantize`);
+    fp32: the file as given; auto: int8 where the models run on the CPU provider and the twin
+    exists, else fp32 (GPU boxes run TensorRT FP16 instead). Per model because the twins do not
+    pay off alike: on CPU the vehicles and occupants twins are 1.24-1.45x faster at equal
+    accuracy, while the plates twin is no faster and loses EU/US plates (models/cards/plates.md),
+    so plates default to fp32.
+    """
+
+    vehicles: Precision = Field(default="auto", description="Vehicle detector weights.")
+    plates: Precision = Field(default="fp32", description="Plate detector weights (its INT8 twin is no "
+                                                          "faster on CPU and less accurate: see its card).")
+    occupants: Precision = Field(default="auto", description="Occupants detector weights.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_word_for_all(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"vehicles": v, "plates": v, "occupants": v}
+        return v
+
+
 class ModelsConfig(_Strict):
     vehicles: Path = Field(default=Path("models/vehicles.onnx"), description="Vehicle + windshield detector.")
     plates: Path | None = Field(default=Path("models/plates.onnx"), description="Plate detector on vehicle crops.")
@@ -83,13 +110,10 @@ class ModelsConfig(_Strict):
         description="TensorRT engine + timing cache (first start builds engines for minutes; later ones "
                     "load them); None: no cache.")
     trt_fp16: bool = Field(default=True, description="Let TensorRT run in FP16.")
-    precision: Literal["auto", "fp32", "int8"] = Field(
-        default="auto",
-        description="Detector weights. int8: the quantized <name>.int8.onnx beside each detector file "
-                    "(`roadeye models quantize`; ~1.3-1.45x faster on CPU at the accuracy in the model cards); "
-                    "fp32: the files as given; auto: int8 where the models run on the CPU provider and the "
-                    "int8 file exists, else fp32 (GPU boxes run TensorRT FP16 instead). The plate reader "
-                    "always runs in float.")
+    precision: PrecisionConfig = Field(
+        default_factory=PrecisionConfig,
+        description="Detector weights per model (auto / fp32 / int8); one word sets all three, e.g. "
+                    "`precision: fp32`. The plate reader always runs in float.")
     vehicle_conf: float = Field(default=0.35, ge=0, le=1, description="Vehicle detection threshold.")
     plate_conf: float = Field(default=0.35, ge=0, le=1, description="Plate detection threshold.")
     occupant_conf: float = Field(default=0.25, ge=0, le=1, description="Occupant detection threshold.")

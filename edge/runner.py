@@ -67,7 +67,7 @@ def build_models(cfg: EdgeConfig) -> LoadedModels:
     return load_models(cfg.resolve(m.vehicles) or m.vehicles, cfg.resolve(m.occupants), cfg.resolve(m.plates),
                        cfg.resolve(m.plate_reader), m.providers, m.vehicle_conf, m.plate_conf, m.occupant_conf,
                        threads=m.cpu_threads, spin=m.cpu_spin, trt_cache_dir=cfg.resolve(m.trt_cache_dir),
-                       trt_fp16=m.trt_fp16, device_id=m.gpu_device, precision=m.precision)
+                       trt_fp16=m.trt_fp16, device_id=m.gpu_device, precision=m.precision.model_dump())
 
 
 def build_cascade(cfg: EdgeConfig, models: LoadedModels) -> Cascade:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,12 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
                 providers: list[str], vehicle_conf: float = 0.35, plate_conf: float = 0.35,
                 occupant_conf: float = 0.25, threads: int | None = None, spin: bool = False,
                 trt_cache_dir: Path | None = None, trt_fp16: bool = True, device_id: int = 0,
-                precision: str = "fp32") -> LoadedModels:
-    """Load (and warm up) every model; a missing required file is a clear error."""
+                precision: str | Mapping[str, str] = "fp32") -> LoadedModels:
+    """Load (and warm up) every model; a missing required file is a clear error.
+
+    `precision` is one word for every detector or a {"vehicles"|"plates"|"occupants": word}
+    mapping (a detector it leaves out runs fp32); see `detector_weights`.
+    """
     from edge.detectors.plate_reader import OnnxPlateReader
     from edge.detectors.yolo import OnnxYoloDetector
 
@@ -135,8 +140,9 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
 
     on_cpu = provider_name(provs[0]) == "CPUExecutionProvider"
 
-    def yolo(path: Path, conf: float) -> Any:
-        path = detector_weights(Path(path), precision, on_cpu)
+    def yolo(role: str, path: Path, conf: float) -> Any:
+        word = precision if isinstance(precision, str) else precision.get(role, "fp32")
+        path = detector_weights(Path(path), word, on_cpu)
         det = OnnxYoloDetector(path, providers=provs, conf=conf, threads=threads, spin=spin)
         log.info("%s runs on %s", path.name, det.provider)
         refs.append(model_ref(path, det.metadata))
@@ -144,13 +150,14 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
 
     if not Path(vehicles).is_file():
         raise FileNotFoundError(f"vehicles model not found: {vehicles}")
-    v = yolo(vehicles, min(vehicle_conf, 0.1))  # low boxes feed ByteTrack's second stage
+    v = yolo("vehicles", vehicles, min(vehicle_conf, 0.1))  # low boxes feed ByteTrack's second stage
     # low-confidence straps and phones are kept (as "undecided" evidence for the rules);
     # people are filtered at occupant_conf in the cascade
-    o = yolo(occupants, min(occupant_conf, 0.1)) if occupants is not None and Path(occupants).is_file() else None
+    o = (yolo("occupants", occupants, min(occupant_conf, 0.1))
+         if occupants is not None and Path(occupants).is_file() else None)
     if occupants is not None and o is None:
         log.warning("occupants model %s not found: no seat-belt / phone decisions will be made", occupants)
-    p = yolo(plates, plate_conf) if plates is not None and Path(plates).is_file() else None
+    p = yolo("plates", plates, plate_conf) if plates is not None and Path(plates).is_file() else None
     if plates is not None and p is None:
         log.warning("plates model %s not found: events will carry no plate", plates)
     r = None
