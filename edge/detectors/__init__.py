@@ -113,6 +113,20 @@ def detector_weights(path: Path, precision: str, on_cpu: bool) -> Path:
     return q if on_cpu and q.is_file() else path
 
 
+def stale_twin(twin_metadata: dict[str, str], float_path: Path) -> str | None:
+    """Why an INT8 twin does not belong to the float file beside it, or None if it does.
+
+    `roadeye models quantize` records the float file's sha256; a twin left over from an earlier
+    release would otherwise run silently with other weights than the ones the card describes.
+    """
+    recorded = twin_metadata.get("quantized_from_sha256")
+    if not recorded:
+        return "records no quantized_from_sha256"
+    if recorded != file_sha256(float_path):
+        return f"was quantized from another {float_path.name} (sha256 {recorded[:12]}...)"
+    return None
+
+
 @dataclass
 class LoadedModels:
     vehicles: Any
@@ -140,10 +154,17 @@ def load_models(vehicles: Path, occupants: Path | None, plates: Path | None, pla
 
     on_cpu = provider_name(provs[0]) == "CPUExecutionProvider"
 
-    def yolo(role: str, path: Path, conf: float) -> Any:
+    def yolo(role: str, given: Path, conf: float) -> Any:
         word = precision if isinstance(precision, str) else precision.get(role, "fp32")
-        path = detector_weights(Path(path), word, on_cpu)
+        path = detector_weights(Path(given), word, on_cpu)
         det = OnnxYoloDetector(path, providers=provs, conf=conf, threads=threads, spin=spin)
+        if path != Path(given) and (why := stale_twin(det.metadata, Path(given))):
+            if word == "int8":
+                raise ValueError(f"{path} {why}: re-run `roadeye models quantize`, or set "
+                                 f"models.precision.{role}: fp32")
+            log.warning("%s %s: running the float %s instead", path.name, why, Path(given).name)
+            path = Path(given)
+            det = OnnxYoloDetector(path, providers=provs, conf=conf, threads=threads, spin=spin)
         log.info("%s runs on %s", path.name, det.provider)
         refs.append(model_ref(path, det.metadata))
         return det

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.detectors import stale_twin
 from edge.detectors.yolo import OnnxYoloDetector
 from edge.types import box_iou
 
@@ -61,6 +62,18 @@ def test_model_loads_with_contract_metadata(name: str) -> None:
         s = det.detect(img)
         assert len(s) == len(b)
         np.testing.assert_allclose(s.xyxy, b.xyxy, atol=0.5)
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT))
+def test_committed_int8_twin_belongs_to_its_float_file(name: str) -> None:
+    """Releasing a new float file without re-quantizing leaves a twin of the old weights (the edge
+    would then fall back to float with a warning); catch it before it lands."""
+    twin = REPO / "models" / f"{name}.int8.onnx"
+    if not twin.is_file():
+        pytest.skip(f"{twin} not committed")
+    det = OnnxYoloDetector(twin)
+    assert stale_twin(det.metadata, _model(name)) is None
+    assert det.metadata["version"] == OnnxYoloDetector(_model(name)).metadata["version"] + "+int8"
 
 
 def _recall(det: OnnxYoloDetector, samples: list[tuple[np.ndarray, list[tuple[int, tuple[float, ...]]]]],

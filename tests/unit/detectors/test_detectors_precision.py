@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
+import logging
 from pathlib import Path
 
+import onnx
 import pytest
 from pydantic import ValidationError
 
 from edge.config import ModelsConfig
-from edge.detectors import detector_weights, load_models
+from edge.detectors import detector_weights, file_sha256, load_models
 from tests.unit.edge.edge_onnx_fixtures import write_fixture_models
 
 
@@ -69,10 +70,20 @@ def test_config_rejects_unknown_precision_naming_the_key(given: object, key: str
     assert key in {".".join(map(str, err["loc"])) for err in e.value.errors()}
 
 
+def _twin(folder: Path, name: str, quantized_from: str | None) -> Path:
+    """A stand-in INT8 twin: the float fixture re-saved with the quantizer's provenance key."""
+    model = onnx.load(str(folder / f"{name}.onnx"))
+    if quantized_from is not None:
+        e = model.metadata_props.add()
+        e.key, e.value = "quantized_from_sha256", quantized_from
+    onnx.save(model, str(folder / f"{name}.int8.onnx"))
+    return folder / f"{name}.int8.onnx"
+
+
 def test_load_models_picks_each_detectors_file_from_the_config(tmp_path: Path) -> None:
     d = write_fixture_models(tmp_path / "models")
     for name in ("vehicles", "plates"):  # occupants has no twin: auto falls back to its float file
-        shutil.copy(d / f"{name}.onnx", d / f"{name}.int8.onnx")
+        _twin(d, name, file_sha256(d / f"{name}.onnx"))
     m = load_models(d / "vehicles.onnx", d / "occupants.onnx", d / "plates.onnx", None, ["CPUExecutionProvider"],
                     precision=ModelsConfig().precision.model_dump())
     assert [Path(x.model_path).name for x in (m.vehicles, m.plates, m.occupants)] == [
@@ -80,3 +91,18 @@ def test_load_models_picks_each_detectors_file_from_the_config(tmp_path: Path) -
     m = load_models(d / "vehicles.onnx", d / "occupants.onnx", d / "plates.onnx", None, ["CPUExecutionProvider"],
                     precision={"plates": "int8"})
     assert [Path(x.model_path).name for x in (m.vehicles, m.plates)] == ["vehicles.onnx", "plates.int8.onnx"]
+
+
+@pytest.mark.parametrize("recorded", ["0" * 64, None])
+def test_a_twin_of_other_weights_is_refused_or_skipped(tmp_path: Path, recorded: str | None,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A twin left from an earlier release (or one without provenance) never runs silently."""
+    d = write_fixture_models(tmp_path / "models")
+    _twin(d, "vehicles", recorded)
+    with pytest.raises(ValueError, match=r"vehicles\.int8\.onnx .*models\.precision\.vehicles: fp32"):
+        load_models(d / "vehicles.onnx", None, None, None, ["CPUExecutionProvider"], precision={"vehicles": "int8"})
+    with caplog.at_level(logging.WARNING, logger="edge.detectors"):
+        m = load_models(d / "vehicles.onnx", None, None, None, ["CPUExecutionProvider"], precision="auto")
+    assert Path(m.vehicles.model_path).name == "vehicles.onnx"
+    assert "running the float vehicles.onnx instead" in caplog.text
+    assert m.refs[0].sha256 == file_sha256(d / "vehicles.onnx")
